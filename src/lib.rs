@@ -1,0 +1,3 @@
+//! vapi-reconciler: keeps Vapi assistants equal to the desired agents stored in Postgres.
+
+pub mod simulator;

@@ -1,0 +1,1 @@
+//! The Vapi API simulator (placeholder; implemented on the `sim` branch).
