@@ -1,3 +1,12 @@
 //! vapi-reconciler: keeps Vapi assistants equal to the desired agents stored in Postgres.
-
+pub mod app;
+pub mod config;
+pub mod controller;
+pub mod credentials;
+pub mod demo;
+pub mod http;
+pub mod reconcile;
 pub mod simulator;
+pub mod store;
+pub mod telemetry;
+pub mod vapi;

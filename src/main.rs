@@ -1,1 +1,27 @@
-fn main() {}
+//! Entry point: parse the command line, start logging, hand over to `app`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vapi_reconciler::config::{Cli, Command};
+use vapi_reconciler::{app, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => app::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Reconcile(args) => app::reconcile_once(args).await,
+        Command::Simulate(args) => app::simulate(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => vapi_reconciler::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The one place that names concrete types and wires them together.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseArgs, PassArgs, ReconcileArgs, RunArgs, VapiArgs};
+use crate::controller::{Controller, LoopConfig};
+use crate::credentials::{ApiKey, load_platform_key};
+use crate::http::{self, HttpState};
+use crate::store::{self, MIGRATOR, Store};
+use crate::vapi::{ClientConfig, VapiClient};
+
+/// Jitter on the resync interval, as a fraction of it.
+const RESYNC_JITTER: f64 = 0.1;
+
+pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        // The URL may hold a password: name the variable, not the value.
+        .context("cannot connect to the database given by DATABASE_URL / --database-url")
+}
+
+pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let pool = connect(&args.database_url).await?;
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    tracing::info!(migrations = MIGRATOR.iter().count(), "database is up to date");
+    Ok(())
+}
+
+/// Refuses a database that lacks migrations, unless told to apply them.
+async fn ensure_migrated(pool: &PgPool, apply: bool) -> anyhow::Result<()> {
+    let missing = store::unapplied_migrations(pool).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if apply {
+        MIGRATOR.run(pool).await.context("applying migrations")?;
+        tracing::info!(applied = ?missing, "applied migrations");
+        return Ok(());
+    }
+    bail!(
+        "the database has {} unapplied migration(s) ({}); run `vapi-reconciler migrate` or start with --migrate",
+        missing.len(),
+        missing.join(", ")
+    )
+}
+
+fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
+    let env = std::env::var("VAPI_PRIVATE_KEY").ok();
+    let (key, source) = load_platform_key(args.vapi_private_key_file.as_deref(), env.as_deref())?;
+    tracing::info!(fingerprint = key.fingerprint(), source = %source, "loaded Vapi key");
+    Ok(key)
+}
+
+fn vapi_client(args: &VapiArgs) -> anyhow::Result<VapiClient> {
+    Ok(VapiClient::new(&ClientConfig {
+        base_url: args.vapi_base_url.clone(),
+        connect_timeout: args.vapi_connect_timeout.into(),
+        request_timeout: args.vapi_request_timeout.into(),
+    })?)
+}
+
+fn loop_config(pass: &PassArgs, resync_interval: Duration) -> LoopConfig {
+    LoopConfig {
+        resync_interval,
+        jitter: RESYNC_JITTER,
+        concurrency: usize::from(pass.concurrency),
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        database,
+        vapi,
+        pass,
+        resync_interval,
+        listen,
+        migrate,
+    } = args;
+    let pool = connect(&database.database_url).await?;
+    ensure_migrated(&pool, migrate).await?;
+    let controller = Controller::new(
+        Store::new(pool.clone()),
+        vapi_client(&vapi)?,
+        platform_key(&vapi)?,
+        loop_config(&pass, resync_interval.into()),
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    let state = HttpState {
+        pool,
+        loop_status: controller.subscribe(),
+    };
+    let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    controller.run(cancel.clone()).await;
+    cancel.cancel();
+    server.await.context("HTTP server task")??;
+    Ok(())
+}
+
+pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let ReconcileArgs {
+        once: _,
+        database,
+        vapi,
+        pass,
+    } = args;
+    let pool = connect(&database.database_url).await?;
+    ensure_migrated(&pool, false).await?;
+    let controller = Controller::new(
+        Store::new(pool),
+        vapi_client(&vapi)?,
+        platform_key(&vapi)?,
+        loop_config(&pass, Duration::from_secs(1)),
+    );
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    let report = controller.pass(&cancel).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.failed == 0 && report.skipped == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Cancels on SIGTERM or SIGINT: no new writes start, in-flight calls finish.
+pub async fn stop_on_signal(cancel: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight work"),
+        () = term => tracing::info!("SIGTERM: finishing in-flight work"),
+    }
+    cancel.cancel();
+}
+
+pub async fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<()> {
+    use crate::simulator::Simulator;
+    let crate::config::SimulateArgs {
+        listen,
+        keys,
+        latency,
+    } = args;
+    let sim = Simulator::new();
+    if keys.is_empty() {
+        let key = uuid::Uuid::new_v4().to_string();
+        let org = uuid::Uuid::new_v4().to_string();
+        sim.add_key(&key, &org);
+        // A simulator key opens nothing but this process; printing it is how a user learns it.
+        println!("simulator key (for this simulator only): {key}  org: {org}");
+    }
+    for pair in &keys {
+        let Some((key, org)) = pair.split_once('=') else {
+            bail!("--key / VAPI_SIM_KEYS entries look like KEY=ORG_ID; one entry has no '=' (fingerprint {})", crate::credentials::fingerprint(pair));
+        };
+        sim.add_key(key.trim(), org.trim());
+    }
+    sim.set_latency(latency.into());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, keys = keys.len().max(1), "Vapi simulator serving; control API under /_sim");
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    sim.serve(listener, cancel).await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Command line and environment: every knob is a flag with an environment fallback, parsed and
+//! validated once at start. Secrets are never flags: the Vapi key comes from a file or the
+//! environment, and `--help` hides environment values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "vapi-reconciler", version, about = "Keeps Vapi assistants equal to the agents stored in Postgres.")]
+pub struct Cli {
+    /// Log output: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Run the controller: a pass at start, then every resync interval, until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Run one pass and exit: 0 when every agent is synced, 1 otherwise.
+    Reconcile(ReconcileArgs),
+    /// Serve the Vapi API simulator (the same wire format, plus fault injection under /_sim).
+    Simulate(SimulateArgs),
+    /// Create a demo database, seed clinics and agents, and watch them converge against the simulator.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VapiArgs {
+    /// Vapi API base URL.
+    #[arg(long, env = "VAPI_BASE_URL", default_value = "https://api.vapi.ai")]
+    pub vapi_base_url: String,
+    /// File holding the Vapi private key (wins over the VAPI_PRIVATE_KEY environment variable).
+    #[arg(long, env = "VAPI_PRIVATE_KEY_FILE")]
+    pub vapi_private_key_file: Option<PathBuf>,
+    /// Bound on connecting to Vapi.
+    #[arg(long, env = "VAPI_CONNECT_TIMEOUT", default_value = "5s")]
+    pub vapi_connect_timeout: humantime::Duration,
+    /// Bound on one whole Vapi call.
+    #[arg(long, env = "VAPI_REQUEST_TIMEOUT", default_value = "30s")]
+    pub vapi_request_timeout: humantime::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PassArgs {
+    /// Vapi writes in flight at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub vapi: VapiArgs,
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// Time between passes (±10 % jitter).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = positive_duration)]
+    pub resync_interval: humantime::Duration,
+    /// Address of the /healthz and /readyz server.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Apply unapplied migrations at start instead of refusing to start.
+    #[arg(long, env = "MIGRATE")]
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// Run exactly one pass (the only mode; the flag makes that explicit).
+    #[arg(long, required = true)]
+    pub once: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub vapi: VapiArgs,
+    #[command(flatten)]
+    pub pass: PassArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8900")]
+    pub listen: SocketAddr,
+    /// Simulator keys as KEY=ORG_ID (repeatable, or comma-separated in VAPI_SIM_KEYS). One is
+    /// generated and printed when none is given.
+    #[arg(long = "key", env = "VAPI_SIM_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub keys: Vec<String>,
+    /// Latency added to every /assistant request.
+    #[arg(long, default_value = "0s")]
+    pub latency: humantime::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// A Postgres server to create the demo database on (any database on it; the demo makes its own).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    /// Name of the demo database; dropped and recreated at every start.
+    #[arg(long, default_value = "vapi_reconciler_demo", value_parser = database_name)]
+    pub database: String,
+    /// Time between passes in the demo.
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub resync_interval: humantime::Duration,
+}
+
+fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.is_zero() {
+        return Err(format!("must be greater than zero, got {s:?}"));
+    }
+    Ok(d)
+}
+
+fn database_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a plain database name (lowercase letters, digits and _, at most 63)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_the_flag_and_value() {
+        let err = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x", "--resync-interval", "0s"])
+            .expect_err("zero interval");
+        let text = err.to_string();
+        assert!(text.contains("--resync-interval") && text.contains("0s"), "{text}");
+        let err = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x", "--concurrency", "0"])
+            .expect_err("zero concurrency");
+        assert!(err.to_string().contains("--concurrency"), "{err}");
+        let err = Cli::try_parse_from(["vapi-reconciler", "demo", "--database", "Robert'); drop"]).expect_err("name");
+        assert!(err.to_string().contains("--database"), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x"]).expect("parse");
+        let Command::Run(run) = cli.command else { panic!("run") };
+        assert_eq!(run.resync_interval.to_string(), "5m");
+        assert_eq!(run.vapi.vapi_base_url, "https://api.vapi.ai");
+        assert_eq!(run.pass.concurrency, 8);
+        assert!(!run.migrate);
+    }
+}

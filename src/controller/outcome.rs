@@ -1,0 +1,154 @@
+//! Turning a decision and what Vapi answered into the status a dashboard reads.
+//!
+//! Reasons are a closed set of short machine words (they become metric labels later); messages
+//! are sentences that say what happened and what a human can do about it.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::store::{StatusUpdate, SyncState};
+use crate::vapi::VapiError;
+
+/// Why an agent is in its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InSync,
+    Created,
+    Patched,
+    Adopted,
+    AssistantRecreated,
+    AssistantGone,
+    InvalidSpec,
+    VapiRejected,
+    VapiUnauthorized,
+    VapiForbidden,
+    VapiConflict,
+    VapiRateLimited,
+    VapiUnavailable,
+    VapiTimeout,
+    VapiUnreachable,
+    VapiBadResponse,
+    VapiUnexpectedStatus,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InSync => "InSync",
+            Self::Created => "Created",
+            Self::Patched => "Patched",
+            Self::Adopted => "Adopted",
+            Self::AssistantRecreated => "AssistantRecreated",
+            Self::AssistantGone => "AssistantGone",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::VapiRejected => "VapiRejected",
+            Self::VapiUnauthorized => "VapiUnauthorized",
+            Self::VapiForbidden => "VapiForbidden",
+            Self::VapiConflict => "VapiConflict",
+            Self::VapiRateLimited => "VapiRateLimited",
+            Self::VapiUnavailable => "VapiUnavailable",
+            Self::VapiTimeout => "VapiTimeout",
+            Self::VapiUnreachable => "VapiUnreachable",
+            Self::VapiBadResponse => "VapiBadResponse",
+            Self::VapiUnexpectedStatus => "VapiUnexpectedStatus",
+        }
+    }
+
+    pub fn of(err: &VapiError) -> Self {
+        match err {
+            VapiError::BadRequest { .. } => Self::VapiRejected,
+            VapiError::Unauthorized { .. } => Self::VapiUnauthorized,
+            VapiError::Forbidden { .. } => Self::VapiForbidden,
+            // A 404 on a write is handled by recreating; one that still surfaces is unexpected.
+            VapiError::NotFound | VapiError::UnexpectedStatus { .. } => Self::VapiUnexpectedStatus,
+            VapiError::Conflict { .. } => Self::VapiConflict,
+            VapiError::RateLimited { .. } => Self::VapiRateLimited,
+            VapiError::Server { .. } => Self::VapiUnavailable,
+            VapiError::Timeout(_) => Self::VapiTimeout,
+            VapiError::Transport(_) => Self::VapiUnreachable,
+            VapiError::Decode(_) => Self::VapiBadResponse,
+        }
+    }
+}
+
+/// The result of reconciling one agent in one pass.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub agent_id: Uuid,
+    pub generation: i64,
+    pub state: SyncState,
+    pub reason: Reason,
+    pub message: String,
+    pub assistant_id: Option<String>,
+    pub drift: Vec<String>,
+    pub attempted: bool,
+}
+
+impl Outcome {
+    pub fn synced(agent_id: Uuid, generation: i64, reason: Reason, assistant_id: &str, message: String) -> Self {
+        Self {
+            agent_id,
+            generation,
+            state: SyncState::Synced,
+            reason,
+            message,
+            assistant_id: Some(assistant_id.to_owned()),
+            drift: Vec::new(),
+            attempted: reason != Reason::InSync && reason != Reason::Adopted,
+        }
+    }
+
+    pub fn failed(agent_id: Uuid, generation: i64, reason: Reason, message: String, attempted: bool) -> Self {
+        Self {
+            agent_id,
+            generation,
+            state: SyncState::Failed,
+            reason,
+            message,
+            assistant_id: None,
+            drift: Vec::new(),
+            attempted,
+        }
+    }
+
+    pub fn with_drift(mut self, drift: Vec<String>) -> Self {
+        self.drift = drift;
+        self
+    }
+
+    pub fn to_update(&self) -> StatusUpdate {
+        StatusUpdate {
+            agent_id: self.agent_id,
+            assistant_id: self.assistant_id.clone(),
+            observed_generation: self.generation,
+            state: self.state,
+            reason: self.reason.as_str(),
+            message: self.message.clone(),
+            drift: self.drift.clone(),
+            attempted: self.attempted,
+        }
+    }
+}
+
+/// A sentence for a failed Vapi call, with what to do about it.
+pub fn failure_message(what: &str, err: &VapiError, key_fingerprint: &str) -> String {
+    let advice = match err {
+        VapiError::BadRequest { .. } => {
+            " Fix the agent's name or spec; the controller tries again on every pass.".to_owned()
+        }
+        VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => format!(
+            " The key in use has fingerprint {key_fingerprint}; check VAPI_PRIVATE_KEY_FILE or VAPI_PRIVATE_KEY."
+        ),
+        e if e.outcome_unknown() && what.starts_with("create") => {
+            " Vapi may have stored it anyway: the next pass adopts it if so, and creates it otherwise."
+                .to_owned()
+        }
+        _ => " The next pass tries again.".to_owned(),
+    };
+    format!("Could not {what}: {err}.{advice}")
+}
+
+/// `model, name` for a patch's keys.
+pub fn keys_of(patch: &Map<String, Value>) -> String {
+    patch.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}

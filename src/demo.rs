@@ -1,0 +1,222 @@
+//! `vapi-reconciler demo`: the whole loop on one machine, in one command.
+//!
+//! It makes its own database on a local Postgres, seeds three clinics and their agents (one with
+//! a retired Vapi voice, one whose name Vapi refuses, one whose spec the controller refuses),
+//! starts the simulator and the controller in-process, and prints the status table a dashboard
+//! would read after every pass. After the first pass it makes trouble on purpose (an edit and a
+//! delete behind the controller's back in "Vapi", a save in the "dashboard") so the repairs show.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::app::stop_on_signal;
+use crate::config::DemoArgs;
+use crate::controller::{Controller, LoopConfig};
+use crate::credentials::ApiKey;
+use crate::simulator::Simulator;
+use crate::store::{MIGRATOR, Store};
+use crate::vapi::{ClientConfig, VapiClient};
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let DemoArgs {
+        database_url,
+        database,
+        resync_interval,
+    } = args;
+    let pool = create_database(&database_url, &database).await?;
+    MIGRATOR.run(&pool).await.context("migrating the demo database")?;
+    seed(&pool).await?;
+
+    let sim = Simulator::new();
+    let raw_key = Uuid::new_v4().to_string();
+    sim.add_key(&raw_key, &Uuid::new_v4().to_string());
+    let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await?;
+    let key = ApiKey::new(&raw_key)?;
+    let vapi = VapiClient::new(&ClientConfig {
+        base_url: running.base_url(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+    })?;
+    println!("demo database : {database} (dropped and recreated)");
+    println!("Vapi simulator: {} (control API under /_sim)", running.base_url());
+    println!("key in use    : fingerprint {}", key.fingerprint());
+    println!("resync every  : {resync_interval}; Ctrl-C stops\n");
+
+    let controller = Controller::new(
+        Store::new(pool.clone()),
+        vapi,
+        key,
+        LoopConfig {
+            resync_interval: resync_interval.into(),
+            jitter: 0.0,
+            concurrency: 4,
+        },
+    );
+    let mut passes = controller.subscribe();
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    let looping = controller.run(cancel.clone());
+    let watching = async {
+        while passes.changed().await.is_ok() {
+            let status = passes.borrow_and_update().clone();
+            print_table(&pool, status.passes).await?;
+            if status.passes == 1 {
+                make_trouble(&pool, &sim).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (_, watched) = tokio::join!(looping, async {
+        tokio::select! {
+            r = watching => r,
+            () = cancel.cancelled() => Ok(()),
+        }
+    });
+    watched?;
+    running.shutdown().await;
+    println!("\nStopped. The demo database is kept for a look:");
+    println!("  psql \"<server>/{database}\" -c 'select name, state, reason, message from agent_sync_status'");
+    Ok(())
+}
+
+async fn create_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .context("cannot connect to Postgres (set DATABASE_URL to a server the demo may create a database on)")?;
+    // `name` is checked to be a plain identifier when the flags are parsed.
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("create database {name}")).execute(&admin).await?;
+    admin.close().await;
+    let options = PgConnectOptions::from_str(url)?.database(name);
+    Ok(PgPoolOptions::new().max_connections(8).connect_with(options).await?)
+}
+
+fn prompt(text: &str) -> Value {
+    json!({"provider": "openai", "model": "gpt-4o", "temperature": 0.4,
+           "messages": [{"role": "system", "content": text}]})
+}
+
+async fn seed(pool: &PgPool) -> anyhow::Result<()> {
+    let clinics: [(&str, &[(&str, Value)]); 3] = [
+        ("Harbor Family Clinic", &[
+            ("Front desk", json!({"firstMessage": "Harbor Family Clinic, how can I help?",
+                "model": prompt("Book, move and cancel appointments."),
+                "voice": {"provider": "vapi", "voiceId": "Elliot"}})),
+            ("After-hours triage", json!({"firstMessage": "You have reached Harbor after hours.",
+                "model": prompt("Triage calls; send emergencies to 911."),
+                "voice": {"provider": "azure", "voiceId": "en-US-JennyNeural"}})),
+            ("Refill line", json!({"model": prompt("Take prescription refill requests."),
+                "voice": {"provider": "11labs", "voiceId": "sarah", "stability": 0.5}})),
+        ]),
+        ("Northside Dental", &[
+            ("Reception", json!({"firstMessage": "Northside Dental, good day!",
+                "model": prompt("Answer questions about opening hours."),
+                "voice": {"provider": "vapi", "voiceId": "Savannah"}})),
+            // Retired by Vapi on 2026-03-01: Vapi refuses it.
+            ("Recall reminders", json!({"model": prompt("Remind patients of check-ups."),
+                "voice": {"provider": "vapi", "voiceId": "Kylie"}})),
+            // 61 characters: Vapi allows 40.
+            ("Northside Dental new patient intake and insurance questions", json!({
+                "model": prompt("Register new patients.")})),
+        ]),
+        ("Lakeview Physio", &[
+            ("Bookings", json!({"firstMessage": "Lakeview Physio, let's find you a slot.",
+                "model": prompt("Book physiotherapy sessions."),
+                "voice": {"provider": "openai", "voiceId": "alloy"}})),
+            // The controller owns metadata: refused before Vapi sees it.
+            ("Exercise coach", json!({"model": prompt("Explain home exercises."),
+                "metadata": {"team": "coaching"}})),
+        ]),
+    ];
+    for (clinic, agents) in clinics {
+        let org: Uuid = sqlx::query_scalar("insert into organizations (id, name) values (gen_random_uuid(), $1) returning id")
+            .bind(clinic)
+            .fetch_one(pool)
+            .await?;
+        for (name, spec) in agents {
+            sqlx::query("insert into agents (org_id, name, spec) values ($1, $2, $3)")
+                .bind(org)
+                .bind(name)
+                .bind(spec)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Edits behind the controller's back, so the next pass has something to repair.
+async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
+    let assistant = |name: &'static str| async move {
+        sqlx::query_scalar::<_, String>(
+            "select s.assistant_id from agent_status s join agents a on a.id = s.agent_id where a.name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+    };
+    println!("Making trouble:");
+    if let Some(id) = assistant("Front desk").await? {
+        sim.edit_out_of_band(&id, json!({"model": prompt("Be rude to callers.")}));
+        println!("  - someone rewrote the system prompt of 'Front desk' in the Vapi dashboard");
+    }
+    if let Some(id) = assistant("Bookings").await? {
+        sim.delete_out_of_band(&id);
+        println!("  - someone deleted the assistant of 'Bookings' in the Vapi dashboard");
+    }
+    sqlx::query("update agents set spec = jsonb_set(spec, '{firstMessage}', '\"Harbor Family Clinic after hours. Is this an emergency?\"') where name = 'After-hours triage'")
+        .execute(pool)
+        .await?;
+    println!("  - the clinic saved a new greeting for 'After-hours triage' (generation 2)");
+    println!("The next pass repairs all three.\n");
+    Ok(())
+}
+
+async fn print_table(pool: &PgPool, pass: u64) -> anyhow::Result<()> {
+    type Row = (String, String, i64, String, String, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select o.name, v.name, v.generation, v.state, v.reason, v.message
+         from agent_sync_status v join organizations o on o.id = v.org_id
+         order by o.name, v.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let synced = rows.iter().filter(|r| r.3 == "synced").count();
+    println!(
+        "── after pass {pass} at {} ── {synced}/{} agents synced",
+        chrono::Local::now().format("%H:%M:%S"),
+        rows.len()
+    );
+    for (org, name, generation, state, reason, message) in rows {
+        let mark = match state.as_str() {
+            "synced" => "✔",
+            "failed" => "✘",
+            _ => "…",
+        };
+        println!("{mark} {org:<21} {:<30} gen {generation}  {state:<7} {reason}", truncate(&name, 30));
+        if state != "synced" || reason != "InSync" {
+            println!("      {message}");
+        }
+    }
+    println!();
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}

@@ -1,0 +1,66 @@
+//! The controller's own HTTP server: `/healthz` (liveness) and `/readyz` (readiness).
+//!
+//! Liveness means this process and its loop answer; it never depends on Vapi, because restarting
+//! the controller does not fix someone else's outage. Readiness means the database is reachable
+//! and carries every migration this binary expects.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::LoopStatus;
+use crate::store;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub pool: PgPool,
+    pub loop_status: watch::Receiver<LoopStatus>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    let status = state.loop_status.borrow().clone();
+    Json(json!({
+        "status": "ok",
+        "passes": status.passes,
+        "lastPassFinishedAt": status.last_pass_finished_at,
+    }))
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match store::unapplied_migrations(&state.pool).await {
+        Ok(missing) if missing.is_empty() => Json(json!({"status": "ready"})).into_response(),
+        Ok(missing) => not_ready(format!("unapplied migrations: {}", missing.join(", "))),
+        Err(e) => not_ready(format!("database unreachable: {e}")),
+    }
+}
+
+fn not_ready(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "not ready", "reason": reason})),
+    )
+        .into_response()
+}

@@ -1,0 +1,206 @@
+//! The Vapi REST client for assistants (reqwest).
+//!
+//! Every call takes the key to use, so one client serves every credential. Calls are single
+//! attempts: retrying is the controller's decision (a POST must never be retried blindly, since
+//! Vapi has no idempotency key and a lost answer may hide a committed create).
+
+mod error;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value};
+
+pub use error::VapiError;
+
+use crate::credentials::ApiKey;
+
+/// Vapi's maximum page size. Its default is 100 and silently hides the rest, so it is always sent.
+pub const PAGE_LIMIT: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://api.vapi.ai`, no trailing slash needed.
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    /// Bound on a whole call, connect to last byte.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct VapiClient {
+    http: reqwest::Client,
+    base_url: String,
+    request_timeout: Duration,
+}
+
+impl VapiClient {
+    pub fn new(config: &ClientConfig) -> Result<Self, VapiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("vapi-reconciler/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| VapiError::Transport(e.to_string()))?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    pub async fn create(&self, key: &ApiKey, body: &Map<String, Value>) -> Result<Value, VapiError> {
+        self.call(key, Method::POST, "/assistant", &[], Some(body)).await
+    }
+
+    pub async fn get(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
+        self.call(key, Method::GET, &format!("/assistant/{id}"), &[], None).await
+    }
+
+    /// Sends whole top-level keys; Vapi replaces each one wholesale and keeps the rest.
+    pub async fn update(
+        &self,
+        key: &ApiKey,
+        id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<Value, VapiError> {
+        self.call(key, Method::PATCH, &format!("/assistant/{id}"), &[], Some(patch))
+            .await
+    }
+
+    pub async fn delete(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
+        self.call(key, Method::DELETE, &format!("/assistant/{id}"), &[], None)
+            .await
+    }
+
+    /// One page: up to [`PAGE_LIMIT`] assistants, newest first, created at or before `created_at_le`.
+    pub async fn list_page(
+        &self,
+        key: &ApiKey,
+        created_at_le: Option<&str>,
+    ) -> Result<Vec<Value>, VapiError> {
+        let limit = PAGE_LIMIT.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(t) = created_at_le {
+            query.push(("createdAtLe", t));
+        }
+        match self.call(key, Method::GET, "/assistant", &query, None).await? {
+            Value::Array(items) => Ok(items),
+            other => Err(VapiError::Decode(format!(
+                "GET /assistant should return an array, got {}",
+                snippet_of(&other)
+            ))),
+        }
+    }
+
+    /// Every assistant the key can see.
+    ///
+    /// Vapi has no cursor: pages are walked backwards by `createdAt`. The boundary is inclusive
+    /// (`createdAtLe`, not `createdAtLt`) because several assistants can share a millisecond and a
+    /// strict bound would silently skip those cut off by the previous page; the overlap is removed
+    /// by id. A full page that brings nothing new means more than a page shares one timestamp,
+    /// which cannot be paged at all, and is reported rather than truncated.
+    pub async fn list_all(&self, key: &ApiKey) -> Result<Vec<Value>, VapiError> {
+        let mut seen = HashSet::new();
+        let mut all = Vec::new();
+        let mut boundary: Option<String> = None;
+        loop {
+            let page = self.list_page(key, boundary.as_deref()).await?;
+            let full = page.len() >= PAGE_LIMIT;
+            let mut fresh = 0;
+            for item in page {
+                let (Some(id), Some(created)) = (
+                    item.get("id").and_then(Value::as_str),
+                    item.get("createdAt").and_then(Value::as_str),
+                ) else {
+                    return Err(VapiError::Decode(format!(
+                        "listed assistant without id or createdAt: {}",
+                        snippet_of(&item)
+                    )));
+                };
+                if boundary.as_deref().is_none_or(|b| created < b) {
+                    boundary = Some(created.to_owned());
+                }
+                if seen.insert(id.to_owned()) {
+                    fresh += 1;
+                    all.push(item);
+                }
+            }
+            if !full {
+                return Ok(all);
+            }
+            if fresh == 0 {
+                return Err(VapiError::Decode(format!(
+                    "more than {PAGE_LIMIT} assistants share createdAt {}; the list cannot be paged",
+                    boundary.unwrap_or_default()
+                )));
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        key: &ApiKey,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Map<String, Value>>,
+    ) -> Result<Value, VapiError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .header(reqwest::header::AUTHORIZATION, key.bearer());
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| error::parse_retry_after(v, chrono::Utc::now()));
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        if !status.is_success() {
+            return Err(VapiError::from_response(status, retry_after, &bytes));
+        }
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| VapiError::Decode(e.to_string()))
+    }
+
+    fn transport(&self, e: reqwest::Error) -> VapiError {
+        if e.is_timeout() {
+            VapiError::Timeout(self.request_timeout)
+        } else if e.is_decode() {
+            VapiError::Decode(e.without_url().to_string())
+        } else {
+            VapiError::Transport(error_chain(&e.without_url()))
+        }
+    }
+}
+
+/// reqwest's top-level message is generic ("error sending request"); the cause says what happened.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn snippet_of(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}

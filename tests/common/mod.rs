@@ -1,0 +1,149 @@
+//! Test harness: a fresh database per test (from `#[sqlx::test]`), the simulator over real HTTP
+//! on 127.0.0.1, and the controller wired to both exactly as `app` wires it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vapi_reconciler::controller::{Controller, LoopConfig, PassReport};
+use vapi_reconciler::credentials::ApiKey;
+use vapi_reconciler::simulator::{RunningSimulator, Simulator};
+use vapi_reconciler::store::Store;
+use vapi_reconciler::vapi::{ClientConfig, VapiClient};
+
+pub struct TestEnv {
+    pub pool: PgPool,
+    pub sim: Simulator,
+    pub running: RunningSimulator,
+    pub raw_key: String,
+    pub key: ApiKey,
+    pub vapi_org: String,
+    pub vapi: VapiClient,
+    pub controller: Controller,
+}
+
+pub async fn env(pool: PgPool) -> TestEnv {
+    let sim = Simulator::new();
+    let raw_key = Uuid::new_v4().to_string();
+    let vapi_org = Uuid::new_v4().to_string();
+    sim.add_key(&raw_key, &vapi_org);
+    let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let key = ApiKey::new(&raw_key).unwrap();
+    let vapi = client(&running.base_url());
+    let controller = Controller::new(
+        Store::new(pool.clone()),
+        vapi.clone(),
+        key.clone(),
+        LoopConfig {
+            resync_interval: Duration::from_secs(300),
+            jitter: 0.0,
+            concurrency: 8,
+        },
+    );
+    TestEnv {
+        pool,
+        sim,
+        running,
+        raw_key,
+        key,
+        vapi_org,
+        vapi,
+        controller,
+    }
+}
+
+pub fn client(base_url: &str) -> VapiClient {
+    VapiClient::new(&ClientConfig {
+        base_url: base_url.to_owned(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
+impl TestEnv {
+    pub async fn pass(&self) -> PassReport {
+        self.controller.pass(&CancellationToken::new()).await.unwrap()
+    }
+
+    /// Assistants in the simulator's org, newest first.
+    pub fn assistants(&self) -> Vec<Value> {
+        self.sim.assistants(&self.vapi_org)
+    }
+
+    pub fn assistant(&self, id: &str) -> Value {
+        self.assistants()
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("assistant {id} not in the simulator"))
+    }
+
+    /// Assistants whose ownership marker names this agent.
+    pub fn assistants_of(&self, agent: Uuid) -> Vec<Value> {
+        self.assistants()
+            .into_iter()
+            .filter(|a| a["metadata"]["agentId"] == agent.to_string())
+            .collect()
+    }
+}
+
+pub async fn org(pool: &PgPool, name: &str) -> Uuid {
+    sqlx::query_scalar("insert into organizations (id, name) values (gen_random_uuid(), $1) returning id")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+pub async fn agent(pool: &PgPool, org: Uuid, name: &str, spec: Value) -> Uuid {
+    sqlx::query_scalar("insert into agents (org_id, name, spec) values ($1, $2, $3) returning id")
+        .bind(org)
+        .bind(name)
+        .bind(spec)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A valid, distinct spec.
+pub fn spec(n: usize) -> Value {
+    json!({
+        "firstMessage": format!("Hello from agent {n}."),
+        "model": {"provider": "openai", "model": "gpt-4o", "temperature": 0.5, "maxTokens": 300,
+                  "messages": [{"role": "system", "content": format!("You are agent {n}.")}]},
+        "voice": {"provider": "vapi", "voiceId": "Elliot"},
+        "maxDurationSeconds": 600
+    })
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct StatusRow {
+    pub assistant_id: Option<String>,
+    pub observed_generation: i64,
+    pub state: String,
+    pub reason: String,
+    pub message: String,
+    pub drift: Vec<String>,
+}
+
+pub async fn status(pool: &PgPool, agent: Uuid) -> StatusRow {
+    sqlx::query_as(
+        "select assistant_id, observed_generation, state, reason, message, drift
+         from agent_status where agent_id = $1",
+    )
+    .bind(agent)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+pub async fn generation(pool: &PgPool, agent: Uuid) -> i64 {
+    sqlx::query_scalar("select generation from agents where id = $1")
+        .bind(agent)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
