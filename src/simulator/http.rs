@@ -5,9 +5,9 @@
 //!
 //! 1. route match — Express answers unknown routes (and unknown methods on known paths) with
 //!    `404 Cannot METHOD /path` before any guard runs; such requests are not counted;
-//! 2. JSON body parsing — body-parser is middleware, so malformed JSON is a 400 even without a key
+//! 2. simulated latency (ours; it delays every answer of an assistant route, errors included);
+//! 3. JSON body parsing — body-parser is middleware, so malformed JSON is a 400 even without a key
 //!    (non-JSON content types leave the body as `{}`, as body-parser does);
-//! 3. simulated latency;
 //! 4. auth guard (401), then the rate limiter (429), then fault rules;
 //! 5. the handler: `ParseUUIDPipe` on `{id}` (400), class validation (400, array), lookup (404),
 //!    business rules (400, string), then the write.
@@ -218,6 +218,12 @@ async fn entry(
     let sim = &app.sim;
     let record = |status: u16| sim.lock().counters.record(method.as_str(), route, status);
 
+    // Simulated latency applies to every answer of an assistant route, errors included.
+    let latency = sim.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
     let body = match parse_body(&headers, &body) {
         Ok(b) => b,
         Err(resp) => {
@@ -225,11 +231,6 @@ async fn entry(
             return *resp;
         }
     };
-
-    let latency = sim.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
 
     // Auth, rate limit and the fault decision happen under one lock so concurrent requests see a
     // consistent budget.
