@@ -1,0 +1,249 @@
+//! Fault rules, the per-key rate limiter and the request counters.
+//!
+//! Design note: these are plain data structures guarded by the simulator's single mutex; the HTTP
+//! pipeline (`http.rs`) decides *when* they are consulted (auth → rate limit → faults → handler). The
+//! rate limiter reads `tokio::time::Instant` so tests running on a paused clock can refill buckets with
+//! `tokio::time::advance` instead of sleeping.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Per-key token bucket: `burst` tokens, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+    /// Send `Retry-After` on its 429s (real Vapi documents none; both behaviours are worth testing).
+    pub retry_after: bool,
+}
+
+/// What a matching fault rule does to the request.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum FaultMode {
+    /// Answer `status` without touching state.
+    Respond,
+    /// Apply the request, then answer `status` (default 502) instead of the real response.
+    CommitThenFail,
+    /// Apply the request, then close the connection without a response.
+    CommitThenDrop,
+    /// Close the connection without applying the request.
+    Drop,
+    /// Never answer (until the simulator shuts down).
+    Hang,
+}
+
+/// One fault rule. Rules are evaluated in insertion order; the first match with budget left applies.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// `"POST"`, `"GET"`, ... (case-insensitive); `None` = any method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Route template `"/assistant"` or `"/assistant/{id}"`; `None` = any `/assistant` route.
+    #[serde(default)]
+    pub route: Option<String>,
+    pub mode: FaultMode,
+    /// For `Respond` (default 500) and `CommitThenFail` (default 502).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Verbatim `Retry-After` header value sent with the fault's response.
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Matching requests it hits; `None` = until cleared.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+impl Fault {
+    fn matches(&self, method: &str, route: &str) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self.route.as_deref().is_none_or(|r| r == route)
+            && self.count != Some(0)
+    }
+}
+
+/// Take the first matching rule, spending one unit of its budget (removing it when spent).
+pub fn take_fault(rules: &mut Vec<Fault>, method: &str, route: &str) -> Option<Fault> {
+    let idx = rules.iter().position(|f| f.matches(method, route))?;
+    let hit = rules[idx].clone();
+    match &mut rules[idx].count {
+        Some(n) if *n <= 1 => {
+            rules.remove(idx);
+        }
+        Some(n) => *n -= 1,
+        None => {}
+    }
+    Some(hit)
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets per API key.
+#[derive(Default)]
+pub struct RateLimiter {
+    limit: Option<RateLimit>,
+    buckets: HashMap<String, Bucket>,
+}
+
+impl RateLimiter {
+    /// Replacing the limit starts every key with a full bucket.
+    pub fn set(&mut self, limit: Option<RateLimit>) {
+        self.limit = limit;
+        self.buckets.clear();
+    }
+
+    pub fn get(&self) -> Option<RateLimit> {
+        self.limit
+    }
+
+    /// `Ok` if `key` may proceed (a token is spent), else `Err(retry_after_seconds)` — whole seconds
+    /// until the next token, at least 1.
+    pub fn check(&mut self, key: &str) -> Result<(), u64> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let burst = f64::from(limit.burst);
+        let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * limit.per_second.max(0.0)).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        if limit.per_second <= 0.0 || burst < 1.0 {
+            // The bucket never yields a token; advertise a long wait rather than a bogus one.
+            return Err(3600);
+        }
+        let wait = ((1.0 - bucket.tokens) / limit.per_second).ceil();
+        Err((wait as u64).max(1))
+    }
+}
+
+/// One counter row: requests to a route template that were answered with `status` (0 = the
+/// connection was dropped or left hanging).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestCount {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    pub count: u64,
+}
+
+/// Snapshot of the request counters of the `/assistant` routes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: Vec<RequestCount>,
+}
+
+impl Counters {
+    /// Requests of `method` (case-insensitive) on route template `route`, any status.
+    pub fn total(&self, method: &str, route: &str) -> u64 {
+        self.requests
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.route == route)
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// POST + PATCH + DELETE on the `/assistant` routes, any status.
+    pub fn writes(&self) -> u64 {
+        self.requests
+            .iter()
+            .filter(|r| matches!(r.method.as_str(), "POST" | "PATCH" | "DELETE"))
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Requests answered with `status` (0 = dropped or hung), any route.
+    pub fn with_status(&self, status: u16) -> u64 {
+        self.requests
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.count)
+            .sum()
+    }
+}
+
+/// Live counters, keyed so that the snapshot comes out sorted and stable.
+#[derive(Default)]
+pub struct CounterMap(BTreeMap<(String, String, u16), u64>);
+
+impl CounterMap {
+    pub fn record(&mut self, method: &str, route: &str, status: u16) {
+        *self
+            .0
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            requests: self
+                .0
+                .iter()
+                .map(|((method, route, status), count)| RequestCount {
+                    method: method.clone(),
+                    route: route.clone(),
+                    status: *status,
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_budget_is_spent_in_order() {
+        let mut rules = vec![
+            Fault {
+                method: Some("post".into()),
+                route: None,
+                mode: FaultMode::Respond,
+                status: Some(503),
+                retry_after: None,
+                count: Some(1),
+            },
+            Fault {
+                method: None,
+                route: Some("/assistant".into()),
+                mode: FaultMode::Drop,
+                status: None,
+                retry_after: None,
+                count: None,
+            },
+        ];
+        assert_eq!(take_fault(&mut rules, "GET", "/assistant/{id}"), None);
+        assert_eq!(
+            take_fault(&mut rules, "POST", "/assistant").map(|f| f.mode),
+            Some(FaultMode::Respond)
+        );
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            take_fault(&mut rules, "POST", "/assistant").map(|f| f.mode),
+            Some(FaultMode::Drop)
+        );
+        assert_eq!(rules.len(), 1);
+    }
+}
