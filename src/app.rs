@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
@@ -18,11 +19,11 @@ use crate::vapi::{ClientConfig, VapiClient};
 /// Jitter on the resync interval, as a fraction of it.
 const RESYNC_JITTER: f64 = 0.1;
 
-pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect(url.expose_secret())
         .await
         // The URL may hold a password: name the variable, not the value.
         .context("cannot connect to the database given by DATABASE_URL / --database-url")
@@ -31,7 +32,10 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     let pool = connect(&args.database_url).await?;
     MIGRATOR.run(&pool).await.context("applying migrations")?;
-    tracing::info!(migrations = MIGRATOR.iter().count(), "database is up to date");
+    tracing::info!(
+        migrations = MIGRATOR.iter().count(),
+        "database is up to date"
+    );
     Ok(())
 }
 
@@ -60,20 +64,28 @@ fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
     Ok(key)
 }
 
-fn vapi_client(args: &VapiArgs) -> anyhow::Result<VapiClient> {
-    Ok(VapiClient::new(&ClientConfig {
-        base_url: args.vapi_base_url.clone(),
-        connect_timeout: args.vapi_connect_timeout.into(),
-        request_timeout: args.vapi_request_timeout.into(),
-    })?)
-}
-
-fn loop_config(pass: &PassArgs, resync_interval: Duration) -> LoopConfig {
-    LoopConfig {
+fn controller(
+    pool: &PgPool,
+    vapi: &VapiArgs,
+    pass: &PassArgs,
+    resync_interval: Duration,
+) -> anyhow::Result<Controller> {
+    let client = VapiClient::new(&ClientConfig {
+        base_url: vapi.vapi_base_url.clone(),
+        connect_timeout: vapi.vapi_connect_timeout.into(),
+        request_timeout: vapi.vapi_request_timeout.into(),
+    })?;
+    let config = LoopConfig {
         resync_interval,
         jitter: RESYNC_JITTER,
         concurrency: usize::from(pass.concurrency),
-    }
+    };
+    Ok(Controller::new(
+        Store::new(pool.clone()),
+        client,
+        platform_key(vapi)?,
+        config,
+    ))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -87,12 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } = args;
     let pool = connect(&database.database_url).await?;
     ensure_migrated(&pool, migrate).await?;
-    let controller = Controller::new(
-        Store::new(pool.clone()),
-        vapi_client(&vapi)?,
-        platform_key(&vapi)?,
-        loop_config(&pass, resync_interval.into()),
-    );
+    let controller = controller(&pool, &vapi, &pass, resync_interval.into())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -120,12 +127,8 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let pool = connect(&database.database_url).await?;
     ensure_migrated(&pool, false).await?;
-    let controller = Controller::new(
-        Store::new(pool),
-        vapi_client(&vapi)?,
-        platform_key(&vapi)?,
-        loop_config(&pass, Duration::from_secs(1)),
-    );
+    // One pass only: the interval is never waited on.
+    let controller = controller(&pool, &vapi, &pass, Duration::from_secs(1))?;
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
     let report = controller.pass(&cancel).await?;
@@ -174,7 +177,10 @@ pub async fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<()> {
     }
     for pair in &keys {
         let Some((key, org)) = pair.split_once('=') else {
-            bail!("--key / VAPI_SIM_KEYS entries look like KEY=ORG_ID; one entry has no '=' (fingerprint {})", crate::credentials::fingerprint(pair));
+            bail!(
+                "--key / VAPI_SIM_KEYS entries look like KEY=ORG_ID; one entry has no '=' (fingerprint {})",
+                crate::credentials::fingerprint(pair)
+            );
         };
         sim.add_key(key.trim(), org.trim());
     }

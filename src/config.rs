@@ -6,9 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
-#[command(name = "vapi-reconciler", version, about = "Keeps Vapi assistants equal to the agents stored in Postgres.")]
+#[command(
+    name = "vapi-reconciler",
+    version,
+    about = "Keeps Vapi assistants equal to the agents stored in Postgres."
+)]
 pub struct Cli {
     /// Log output: human-readable text or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -39,9 +44,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// Postgres connection URL (may hold a password: kept secret, never logged).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: SecretString,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -106,7 +111,12 @@ pub struct SimulateArgs {
     pub listen: SocketAddr,
     /// Simulator keys as KEY=ORG_ID (repeatable, or comma-separated in VAPI_SIM_KEYS). One is
     /// generated and printed when none is given.
-    #[arg(long = "key", env = "VAPI_SIM_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "key",
+        env = "VAPI_SIM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub keys: Vec<String>,
     /// Latency added to every /assistant request.
     #[arg(long, default_value = "0s")]
@@ -116,14 +126,24 @@ pub struct SimulateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// A Postgres server to create the demo database on (any database on it; the demo makes its own).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
-    pub database_url: String,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_parser = secret,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: SecretString,
     /// Name of the demo database; dropped and recreated at every start.
     #[arg(long, default_value = "vapi_reconciler_demo", value_parser = database_name)]
     pub database: String,
     /// Time between passes in the demo.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub resync_interval: humantime::Duration,
+}
+
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
 }
 
 fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
@@ -137,12 +157,15 @@ fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
 fn database_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} is not a plain database name (lowercase letters, digits and _, at most 63)"))
+        Err(format!(
+            "{s:?} is not a plain database name (lowercase letters, digits and _, at most 63)"
+        ))
     }
 }
 
@@ -152,24 +175,57 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag_and_value() {
-        let err = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x", "--resync-interval", "0s"])
-            .expect_err("zero interval");
+        let err = Cli::try_parse_from([
+            "vapi-reconciler",
+            "run",
+            "--database-url",
+            "postgres://x",
+            "--resync-interval",
+            "0s",
+        ])
+        .expect_err("zero interval");
         let text = err.to_string();
-        assert!(text.contains("--resync-interval") && text.contains("0s"), "{text}");
-        let err = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x", "--concurrency", "0"])
-            .expect_err("zero concurrency");
+        assert!(
+            text.contains("--resync-interval") && text.contains("0s"),
+            "{text}"
+        );
+        let err = Cli::try_parse_from([
+            "vapi-reconciler",
+            "run",
+            "--database-url",
+            "postgres://x",
+            "--concurrency",
+            "0",
+        ])
+        .expect_err("zero concurrency");
         assert!(err.to_string().contains("--concurrency"), "{err}");
-        let err = Cli::try_parse_from(["vapi-reconciler", "demo", "--database", "Robert'); drop"]).expect_err("name");
+        let err = Cli::try_parse_from(["vapi-reconciler", "demo", "--database", "Robert'); drop"])
+            .expect_err("name");
         assert!(err.to_string().contains("--database"), "{err}");
     }
 
     #[test]
     fn defaults() {
-        let cli = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x"]).expect("parse");
-        let Command::Run(run) = cli.command else { panic!("run") };
+        let cli = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x"])
+            .expect("parse");
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(run.resync_interval.to_string(), "5m");
         assert_eq!(run.vapi.vapi_base_url, "https://api.vapi.ai");
         assert_eq!(run.pass.concurrency, 8);
         assert!(!run.migrate);
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let cli = Cli::try_parse_from([
+            "vapi-reconciler",
+            "migrate",
+            "--database-url",
+            "postgres://u:hunter2@db/x",
+        ])
+        .expect("parse");
+        assert!(!format!("{cli:?}").contains("hunter2"));
     }
 }

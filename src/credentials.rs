@@ -110,9 +110,16 @@ mod tests {
         let raw = "5b1c7a2e-9f3d-4c8b-a6e1-2d4f6a8c0e1f";
         let key = ApiKey::new(&format!("{raw}\n")).expect("key");
         let shown = format!("{key:?}");
-        assert!(!shown.contains(raw) && !shown.contains("5b1c7a2e"), "{shown}");
+        assert!(
+            !shown.contains(raw) && !shown.contains("5b1c7a2e"),
+            "{shown}"
+        );
         assert_eq!(key.fingerprint().len(), 8);
-        assert_eq!(key.fingerprint(), fingerprint(raw), "whitespace is not part of the key");
+        assert_eq!(
+            key.fingerprint(),
+            fingerprint(raw),
+            "whitespace is not part of the key"
+        );
         assert_ne!(key.fingerprint(), &raw[..8]);
         assert_eq!(key.bearer(), format!("Bearer {raw}"));
     }
@@ -127,10 +134,19 @@ mod tests {
         assert_eq!(key.fingerprint(), fingerprint("from-file"));
         assert_eq!(source, KeySource::File(path.clone()));
         let (key, source) = load_platform_key(None, Some("from-env")).expect("load");
-        assert_eq!((key.fingerprint(), source), (fingerprint("from-env").as_str(), KeySource::Env));
+        assert_eq!(
+            (key.fingerprint(), source),
+            (fingerprint("from-env").as_str(), KeySource::Env)
+        );
         std::fs::write(&path, " \n").expect("write");
-        assert!(matches!(load_platform_key(Some(&path), None), Err(KeyError::Empty)));
-        assert!(matches!(load_platform_key(None, None), Err(KeyError::Missing)));
+        assert!(matches!(
+            load_platform_key(Some(&path), None),
+            Err(KeyError::Empty)
+        ));
+        assert!(matches!(
+            load_platform_key(None, None),
+            Err(KeyError::Missing)
+        ));
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 }

@@ -6,10 +6,12 @@
 //! would read after every pass. After the first pass it makes trouble on purpose (an edit and a
 //! delete behind the controller's back in "Vapi", a save in the "dashboard") so the repairs show.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -31,7 +33,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         resync_interval,
     } = args;
     let pool = create_database(&database_url, &database).await?;
-    MIGRATOR.run(&pool).await.context("migrating the demo database")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("migrating the demo database")?;
     seed(&pool).await?;
 
     let sim = Simulator::new();
@@ -45,7 +50,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(10),
     })?;
     println!("demo database : {database} (dropped and recreated)");
-    println!("Vapi simulator: {} (control API under /_sim)", running.base_url());
+    println!(
+        "Vapi simulator: {} (control API under /_sim)",
+        running.base_url()
+    );
     println!("key in use    : fingerprint {}", key.fingerprint());
     println!("resync every  : {resync_interval}; Ctrl-C stops\n");
 
@@ -64,9 +72,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(cancel.clone()));
     let looping = controller.run(cancel.clone());
     let watching = async {
+        let mut shown = HashMap::new();
         while passes.changed().await.is_ok() {
             let status = passes.borrow_and_update().clone();
-            print_table(&pool, status.passes).await?;
+            print_table(&pool, status.passes, &mut shown).await?;
             if status.passes == 1 {
                 make_trouble(&pool, &sim).await?;
             }
@@ -82,24 +91,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     watched?;
     running.shutdown().await;
     println!("\nStopped. The demo database is kept for a look:");
-    println!("  psql \"<server>/{database}\" -c 'select name, state, reason, message from agent_sync_status'");
+    println!(
+        "  psql '{}' -c 'select name, state, reason, message from agent_sync_status'",
+        demo_url(&database_url, &database)
+    );
     Ok(())
 }
 
-async fn create_database(url: &str, name: &str) -> anyhow::Result<PgPool> {
+async fn create_database(url: &SecretString, name: &str) -> anyhow::Result<PgPool> {
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect(url)
+        .connect(url.expose_secret())
         .await
         .context("cannot connect to Postgres (set DATABASE_URL to a server the demo may create a database on)")?;
     // `name` is checked to be a plain identifier when the flags are parsed.
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
         .await?;
-    sqlx::query(&format!("create database {name}")).execute(&admin).await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await?;
     admin.close().await;
-    let options = PgConnectOptions::from_str(url)?.database(name);
-    Ok(PgPoolOptions::new().max_connections(8).connect_with(options).await?)
+    let options = PgConnectOptions::from_str(url.expose_secret())?.database(name);
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?)
 }
 
 fn prompt(text: &str) -> Value {
@@ -109,41 +126,76 @@ fn prompt(text: &str) -> Value {
 
 async fn seed(pool: &PgPool) -> anyhow::Result<()> {
     let clinics: [(&str, &[(&str, Value)]); 3] = [
-        ("Harbor Family Clinic", &[
-            ("Front desk", json!({"firstMessage": "Harbor Family Clinic, how can I help?",
+        (
+            "Harbor Family Clinic",
+            &[
+                (
+                    "Front desk",
+                    json!({"firstMessage": "Harbor Family Clinic, how can I help?",
                 "model": prompt("Book, move and cancel appointments."),
-                "voice": {"provider": "vapi", "voiceId": "Elliot"}})),
-            ("After-hours triage", json!({"firstMessage": "You have reached Harbor after hours.",
+                "voice": {"provider": "vapi", "voiceId": "Elliot"}}),
+                ),
+                (
+                    "After-hours triage",
+                    json!({"firstMessage": "You have reached Harbor after hours.",
                 "model": prompt("Triage calls; send emergencies to 911."),
-                "voice": {"provider": "azure", "voiceId": "en-US-JennyNeural"}})),
-            ("Refill line", json!({"model": prompt("Take prescription refill requests."),
-                "voice": {"provider": "11labs", "voiceId": "sarah", "stability": 0.5}})),
-        ]),
-        ("Northside Dental", &[
-            ("Reception", json!({"firstMessage": "Northside Dental, good day!",
+                "voice": {"provider": "azure", "voiceId": "en-US-JennyNeural"}}),
+                ),
+                (
+                    "Refill line",
+                    json!({"model": prompt("Take prescription refill requests."),
+                "voice": {"provider": "11labs", "voiceId": "sarah", "stability": 0.5}}),
+                ),
+            ],
+        ),
+        (
+            "Northside Dental",
+            &[
+                (
+                    "Reception",
+                    json!({"firstMessage": "Northside Dental, good day!",
                 "model": prompt("Answer questions about opening hours."),
-                "voice": {"provider": "vapi", "voiceId": "Savannah"}})),
-            // Retired by Vapi on 2026-03-01: Vapi refuses it.
-            ("Recall reminders", json!({"model": prompt("Remind patients of check-ups."),
-                "voice": {"provider": "vapi", "voiceId": "Kylie"}})),
-            // 61 characters: Vapi allows 40.
-            ("Northside Dental new patient intake and insurance questions", json!({
-                "model": prompt("Register new patients.")})),
-        ]),
-        ("Lakeview Physio", &[
-            ("Bookings", json!({"firstMessage": "Lakeview Physio, let's find you a slot.",
+                "voice": {"provider": "vapi", "voiceId": "Savannah"}}),
+                ),
+                // Retired by Vapi on 2026-03-01: Vapi refuses it.
+                (
+                    "Recall reminders",
+                    json!({"model": prompt("Remind patients of check-ups."),
+                "voice": {"provider": "vapi", "voiceId": "Kylie"}}),
+                ),
+                // 61 characters: Vapi allows 40.
+                (
+                    "Northside Dental new patient intake and insurance questions",
+                    json!({
+                "model": prompt("Register new patients.")}),
+                ),
+            ],
+        ),
+        (
+            "Lakeview Physio",
+            &[
+                (
+                    "Bookings",
+                    json!({"firstMessage": "Lakeview Physio, let's find you a slot.",
                 "model": prompt("Book physiotherapy sessions."),
-                "voice": {"provider": "openai", "voiceId": "alloy"}})),
-            // The controller owns metadata: refused before Vapi sees it.
-            ("Exercise coach", json!({"model": prompt("Explain home exercises."),
-                "metadata": {"team": "coaching"}})),
-        ]),
+                "voice": {"provider": "openai", "voiceId": "alloy"}}),
+                ),
+                // The controller owns metadata: refused before Vapi sees it.
+                (
+                    "Exercise coach",
+                    json!({"model": prompt("Explain home exercises."),
+                "metadata": {"team": "coaching"}}),
+                ),
+            ],
+        ),
     ];
     for (clinic, agents) in clinics {
-        let org: Uuid = sqlx::query_scalar("insert into organizations (id, name) values (gen_random_uuid(), $1) returning id")
-            .bind(clinic)
-            .fetch_one(pool)
-            .await?;
+        let org: Uuid = sqlx::query_scalar(
+            "insert into organizations (id, name) values (gen_random_uuid(), $1) returning id",
+        )
+        .bind(clinic)
+        .fetch_one(pool)
+        .await?;
         for (name, spec) in agents {
             sqlx::query("insert into agents (org_id, name, spec) values ($1, $2, $3)")
                 .bind(org)
@@ -183,7 +235,24 @@ async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_table(pool: &PgPool, pass: u64) -> anyhow::Result<()> {
+/// The demo database's URL without any password, for the closing hint.
+fn demo_url(server: &SecretString, database: &str) -> String {
+    match reqwest::Url::parse(server.expose_secret()) {
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            url.set_path(database);
+            url.to_string()
+        }
+        Err(_) => format!("<your server>/{database}"),
+    }
+}
+
+/// Prints every agent's line; a message only when it is new since the last table.
+async fn print_table(
+    pool: &PgPool,
+    pass: u64,
+    shown: &mut HashMap<String, String>,
+) -> anyhow::Result<()> {
     type Row = (String, String, i64, String, String, String);
     let rows: Vec<Row> = sqlx::query_as(
         "select o.name, v.name, v.generation, v.state, v.reason, v.message
@@ -204,9 +273,13 @@ async fn print_table(pool: &PgPool, pass: u64) -> anyhow::Result<()> {
             "failed" => "✘",
             _ => "…",
         };
-        println!("{mark} {org:<21} {:<30} gen {generation}  {state:<7} {reason}", truncate(&name, 30));
-        if state != "synced" || reason != "InSync" {
+        println!(
+            "{mark} {org:<21} {:<30} gen {generation}  {state:<7} {reason}",
+            truncate(&name, 30)
+        );
+        if shown.get(&name) != Some(&message) {
             println!("      {message}");
+            shown.insert(name, message);
         }
     }
     println!();

@@ -15,7 +15,9 @@ async fn main() -> ExitCode {
         Command::Run(args) => app::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Reconcile(args) => app::reconcile_once(args).await,
         Command::Simulate(args) => app::simulate(args).await.map(|()| ExitCode::SUCCESS),
-        Command::Demo(args) => vapi_reconciler::demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => vapi_reconciler::demo::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -14,11 +14,23 @@ use vapi_reconciler::simulator::{Fault, FaultMode};
 async fn fifty_agents_across_three_orgs_converge(pool: PgPool) {
     let env = env(pool.clone()).await;
     let mut agents = Vec::new();
-    for (o, name) in ["Harbor Family Clinic", "Northside Dental", "Lakeview Physio"].iter().enumerate() {
+    for (o, name) in [
+        "Harbor Family Clinic",
+        "Northside Dental",
+        "Lakeview Physio",
+    ]
+    .iter()
+    .enumerate()
+    {
         let org = org(&pool, name).await;
         for i in 0..[17, 17, 16][o] {
             let n = agents.len();
-            agents.push((agent(&pool, org, &format!("agent-{n}"), spec(n)).await, org, n, i));
+            agents.push((
+                agent(&pool, org, &format!("agent-{n}"), spec(n)).await,
+                org,
+                n,
+                i,
+            ));
         }
     }
     let report = env.pass().await;
@@ -52,7 +64,11 @@ async fn second_pass_with_nothing_changed_writes_nothing(pool: PgPool) {
     let report = env.pass().await;
     let counters = env.sim.counters();
     assert_eq!(counters.writes(), 0, "{counters:?}");
-    assert_eq!(counters.total("GET", "/assistant"), 1, "one LIST, no per-agent GET");
+    assert_eq!(
+        counters.total("GET", "/assistant"),
+        1,
+        "one LIST, no per-agent GET"
+    );
     assert_eq!(counters.total("GET", "/assistant/{id}"), 0);
     assert_eq!((report.in_sync, report.status_writes), (20, 0));
 }
@@ -67,11 +83,13 @@ async fn spec_edit_is_one_patch_of_whole_top_level_keys(pool: PgPool) {
     }
     env.pass().await;
     let edited = ids[3];
-    sqlx::query("update agents set spec = jsonb_set(spec, '{model,temperature}', '0.9') where id = $1")
-        .bind(edited)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "update agents set spec = jsonb_set(spec, '{model,temperature}', '0.9') where id = $1",
+    )
+    .bind(edited)
+    .execute(&pool)
+    .await
+    .unwrap();
     assert_eq!(generation(&pool, edited).await, 2);
     env.sim.reset_counters();
     let report = env.pass().await;
@@ -80,7 +98,10 @@ async fn spec_edit_is_one_patch_of_whole_top_level_keys(pool: PgPool) {
     assert_eq!(counters.writes(), 1, "untouched assistants get no write");
     assert_eq!(report.patched, 1);
     let s = status(&pool, edited).await;
-    assert_eq!((s.state.as_str(), s.reason.as_str(), s.observed_generation), ("synced", "Patched", 2));
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str(), s.observed_generation),
+        ("synced", "Patched", 2)
+    );
     assert_eq!(s.drift, vec!["model.temperature"]);
     // Vapi replaces `model` wholesale: the system prompt survives only if the whole key was sent.
     let mut want = spec(3)["model"].clone();
@@ -102,8 +123,15 @@ async fn assistant_deleted_out_of_band_is_recreated(pool: PgPool) {
     let s = status(&pool, id).await;
     let new = s.assistant_id.clone().unwrap();
     assert_ne!(new, old);
-    assert_eq!((s.state.as_str(), s.reason.as_str()), ("synced", "AssistantRecreated"));
-    assert!(s.message.contains(&old) && s.message.contains(&new), "{}", s.message);
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("synced", "AssistantRecreated")
+    );
+    assert!(
+        s.message.contains(&old) && s.message.contains(&new),
+        "{}",
+        s.message
+    );
     assert_eq!(env.assistants_of(id).len(), 1);
 }
 
@@ -116,7 +144,10 @@ async fn assistant_edited_out_of_band_is_patched_back(pool: PgPool) {
     let aid = status(&pool, id).await.assistant_id.unwrap();
     let mut rude = spec(1)["model"].clone();
     rude["messages"][0]["content"] = json!("Be rude to callers.");
-    assert!(env.sim.edit_out_of_band(&aid, json!({"model": rude, "endCallMessage": "Bye."})));
+    assert!(
+        env.sim
+            .edit_out_of_band(&aid, json!({"model": rude, "endCallMessage": "Bye."}))
+    );
     env.sim.reset_counters();
     let report = env.pass().await;
     assert_eq!((report.patched, env.sim.counters().writes()), (1, 1));
@@ -144,15 +175,23 @@ async fn fifteen_hundred_assistants_in_one_org_are_all_listed(pool: PgPool) {
     .unwrap();
     assert_eq!(env.pass().await.created, 1500);
     let listed = env.vapi.list_all(&env.key).await.unwrap();
-    let ids: std::collections::HashSet<_> = listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<_> =
+        listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!((listed.len(), ids.len()), (1500, 1500));
     // Had paging missed any, the controller would now recreate them.
     env.sim.reset_counters();
     let report = env.pass().await;
-    assert_eq!((report.in_sync, report.recreated, report.created), (1500, 0, 0));
+    assert_eq!(
+        (report.in_sync, report.recreated, report.created),
+        (1500, 0, 0)
+    );
     let counters = env.sim.counters();
     assert_eq!(counters.writes(), 0);
-    assert_eq!(counters.total("GET", "/assistant"), 2, "two pages of at most 1000");
+    assert_eq!(
+        counters.total("GET", "/assistant"),
+        2,
+        "two pages of at most 1000"
+    );
 }
 
 #[sqlx::test]
@@ -170,11 +209,27 @@ async fn agents_vapi_rejects_fail_alone_with_vapis_message(pool: PgPool) {
     let report = env.pass().await;
     assert_eq!((report.failed, report.created), (2, 5));
     let s = status(&pool, long).await;
-    assert_eq!((s.state.as_str(), s.reason.as_str()), ("failed", "VapiRejected"));
-    assert!(s.message.contains("name must be shorter than or equal to 40 characters"), "{}", s.message);
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("failed", "VapiRejected")
+    );
+    assert!(
+        s.message
+            .contains("name must be shorter than or equal to 40 characters"),
+        "{}",
+        s.message
+    );
     let s = status(&pool, provider).await;
-    assert_eq!((s.state.as_str(), s.reason.as_str()), ("failed", "VapiRejected"));
-    assert!(s.message.contains("voice.provider must be one of the following values"), "{}", s.message);
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("failed", "VapiRejected")
+    );
+    assert!(
+        s.message
+            .contains("voice.provider must be one of the following values"),
+        "{}",
+        s.message
+    );
     for id in good {
         assert_eq!(status(&pool, id).await.state, "synced");
     }
@@ -184,15 +239,25 @@ async fn agents_vapi_rejects_fail_alone_with_vapis_message(pool: PgPool) {
 async fn a_rejected_key_fails_every_agent_loudly(pool: PgPool) {
     let env = env(pool.clone()).await;
     let org = org(&pool, "Harbor").await;
-    let ids = [agent(&pool, org, "a", spec(0)).await, agent(&pool, org, "b", spec(1)).await];
+    let ids = [
+        agent(&pool, org, "a", spec(0)).await,
+        agent(&pool, org, "b", spec(1)).await,
+    ];
     env.sim.revoke_key(&env.raw_key);
     let report = env.pass().await;
     assert_eq!(report.failed, 2);
     assert_eq!(env.sim.counters().writes(), 0);
     for id in ids {
         let s = status(&pool, id).await;
-        assert_eq!((s.state.as_str(), s.reason.as_str()), ("failed", "VapiUnauthorized"));
-        assert!(s.message.contains("Invalid Key") && s.message.contains(env.key.fingerprint()), "{}", s.message);
+        assert_eq!(
+            (s.state.as_str(), s.reason.as_str()),
+            ("failed", "VapiUnauthorized")
+        );
+        assert!(
+            s.message.contains("Invalid Key") && s.message.contains(env.key.fingerprint()),
+            "{}",
+            s.message
+        );
         assert!(!s.message.contains(&env.raw_key));
     }
 }
@@ -215,7 +280,11 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated(pool: PgPool) 
     let s = status(&pool, id).await;
     assert_eq!(s.reason, "VapiUnavailable");
     assert!(s.message.contains("adopts"), "{}", s.message);
-    assert_eq!(env.assistants_of(id).len(), 1, "Vapi stored it despite the 502");
+    assert_eq!(
+        env.assistants_of(id).len(),
+        1,
+        "Vapi stored it despite the 502"
+    );
     env.sim.reset_counters();
     let report = env.pass().await;
     assert_eq!(report.adopted, 1);
@@ -230,9 +299,15 @@ async fn an_unsendable_spec_is_refused_without_calling_vapi(pool: PgPool) {
     let env = env(pool.clone()).await;
     let org = org(&pool, "Harbor").await;
     let cases: [(Value, &str); 3] = [
-        (json!("not an object"), "spec must be a JSON object, found a string"),
+        (
+            json!("not an object"),
+            "spec must be a JSON object, found a string",
+        ),
         (json!(null), "spec must be a JSON object, found null"),
-        (json!({"metadata": {"x": 1}, "name": "n"}), "spec.name is owned by the controller"),
+        (
+            json!({"metadata": {"x": 1}, "name": "n"}),
+            "spec.name is owned by the controller",
+        ),
     ];
     let mut ids = Vec::new();
     for (n, (spec, _)) in cases.iter().enumerate() {
@@ -242,10 +317,17 @@ async fn an_unsendable_spec_is_refused_without_calling_vapi(pool: PgPool) {
     let good = agent(&pool, org, "good", spec(9)).await;
     let report = env.pass().await;
     assert_eq!((report.failed, report.created), (3, 1));
-    assert_eq!(env.sim.counters().writes(), 1, "only the good agent reached Vapi");
+    assert_eq!(
+        env.sim.counters().writes(),
+        1,
+        "only the good agent reached Vapi"
+    );
     for (id, (_, want)) in ids.into_iter().zip(cases) {
         let s = status(&pool, id).await;
-        assert_eq!((s.state.as_str(), s.reason.as_str()), ("failed", "InvalidSpec"));
+        assert_eq!(
+            (s.state.as_str(), s.reason.as_str()),
+            ("failed", "InvalidSpec")
+        );
         assert!(s.message.contains(want), "{}", s.message);
     }
     assert_eq!(status(&pool, good).await.state, "synced");
@@ -257,23 +339,36 @@ async fn dashboard_view_says_pending_until_the_controller_has_seen_a_save(pool: 
     let org = org(&pool, "Harbor").await;
     let id = agent(&pool, org, "front-desk", spec(1)).await;
     let view = |pool: PgPool| async move {
-        sqlx::query_as::<_, (String, String)>("select state, reason from agent_sync_status where agent_id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
-    assert_eq!(view(pool.clone()).await, ("pending".into(), "AwaitingReconcile".into()));
-    env.pass().await;
-    assert_eq!(view(pool.clone()).await, ("synced".into(), "Created".into()));
-    sqlx::query("update agents set spec = spec || '{\"firstMessage\": \"New greeting\"}' where id = $1")
+        sqlx::query_as::<_, (String, String)>(
+            "select state, reason from agent_sync_status where agent_id = $1",
+        )
         .bind(id)
-        .execute(&pool)
+        .fetch_one(&pool)
         .await
-        .unwrap();
+        .unwrap()
+    };
+    assert_eq!(
+        view(pool.clone()).await,
+        ("pending".into(), "AwaitingReconcile".into())
+    );
+    env.pass().await;
+    assert_eq!(
+        view(pool.clone()).await,
+        ("synced".into(), "Created".into())
+    );
+    sqlx::query(
+        "update agents set spec = spec || '{\"firstMessage\": \"New greeting\"}' where id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
     assert_eq!(view(pool.clone()).await.0, "pending");
     env.pass().await;
-    assert_eq!(view(pool.clone()).await, ("synced".into(), "Patched".into()));
+    assert_eq!(
+        view(pool.clone()).await,
+        ("synced".into(), "Patched".into())
+    );
 }
 
 #[sqlx::test]
@@ -288,9 +383,17 @@ async fn generation_is_owned_by_the_database(pool: PgPool) {
     update("update agents set spec = spec || '{\"firstMessage\": \"x\"}' where id = $1").await;
     assert_eq!(generation(&pool, id).await, 2);
     update("update agents set spec = spec where id = $1").await;
-    assert_eq!(generation(&pool, id).await, 2, "an update that changes nothing is not a generation");
+    assert_eq!(
+        generation(&pool, id).await,
+        2,
+        "an update that changes nothing is not a generation"
+    );
     update("update agents set generation = 100 where id = $1").await;
-    assert_eq!(generation(&pool, id).await, 2, "writers cannot set generation");
+    assert_eq!(
+        generation(&pool, id).await,
+        2,
+        "writers cannot set generation"
+    );
     update("update agents set name = 'renamed' where id = $1").await;
     assert_eq!(generation(&pool, id).await, 3);
     update("update agents set deleted_at = now() where id = $1").await;

@@ -72,6 +72,15 @@ async fn read(resp: Response) -> (StatusCode, Value) {
     )
 }
 
+/// The `name`s of a listed page, in order.
+fn names(page: &Value) -> Vec<&str> {
+    page.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect()
+}
+
 fn bad(messages: &[&str]) -> Value {
     json!({"message": messages, "error": "Bad Request", "statusCode": 400})
 }
@@ -324,13 +333,7 @@ async fn list_is_a_bare_array_newest_first_limited_to_100() {
     let (_, all) = env.send(Method::GET, "/assistant?limit=1000", None).await;
     assert_eq!(all.as_array().unwrap().len(), 150);
     let (_, some) = env.send(Method::GET, "/assistant?limit=3", None).await;
-    let names: Vec<&str> = some
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a149", "a148", "a147"]);
+    assert_eq!(names(&some), ["a149", "a148", "a147"]);
 
     // Paging the way a reconciler does: strictly older than the oldest seen.
     let (_, page) = env
@@ -340,13 +343,7 @@ async fn list_is_a_bare_array_newest_first_limited_to_100() {
             None,
         )
         .await;
-    let names: Vec<&str> = page
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a1", "a0"]);
+    assert_eq!(names(&page), ["a1", "a0"]);
     let (_, page) = env
         .send(
             Method::GET,
@@ -354,13 +351,7 @@ async fn list_is_a_bare_array_newest_first_limited_to_100() {
             None,
         )
         .await;
-    let names: Vec<&str> = page
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a2", "a1"]);
+    assert_eq!(names(&page), ["a2", "a1"]);
     let (_, page) = env
         .send(
             Method::GET,

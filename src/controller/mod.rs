@@ -137,7 +137,10 @@ mod tests {
         let base = Duration::from_secs(300);
         for _ in 0..1000 {
             let d = jittered(base, 0.1);
-            assert!(d >= Duration::from_secs(270) && d <= Duration::from_secs(330), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(270) && d <= Duration::from_secs(330),
+                "{d:?}"
+            );
         }
         assert_eq!(jittered(base, 0.0), base);
     }

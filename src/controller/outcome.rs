@@ -85,7 +85,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn synced(agent_id: Uuid, generation: i64, reason: Reason, assistant_id: &str, message: String) -> Self {
+    pub fn synced(
+        agent_id: Uuid,
+        generation: i64,
+        reason: Reason,
+        assistant_id: &str,
+        message: String,
+    ) -> Self {
         Self {
             agent_id,
             generation,
@@ -98,7 +104,13 @@ impl Outcome {
         }
     }
 
-    pub fn failed(agent_id: Uuid, generation: i64, reason: Reason, message: String, attempted: bool) -> Self {
+    pub fn failed(
+        agent_id: Uuid,
+        generation: i64,
+        reason: Reason,
+        message: String,
+        attempted: bool,
+    ) -> Self {
         Self {
             agent_id,
             generation,
@@ -145,10 +157,16 @@ pub fn failure_message(what: &str, err: &VapiError, key_fingerprint: &str) -> St
         }
         _ => " The next pass tries again.".to_owned(),
     };
-    format!("Could not {what}: {err}.{advice}")
+    let err = err.to_string();
+    // Vapi's own messages often end with a period already.
+    format!("Could not {what}: {}.{advice}", err.trim_end_matches('.'))
 }
 
 /// `model, name` for a patch's keys.
 pub fn keys_of(patch: &Map<String, Value>) -> String {
-    patch.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    patch
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -43,7 +43,10 @@ pub struct PassReport {
 }
 
 mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -104,7 +107,10 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
 
 async fn list(ctx: &PassContext<'_>) -> Result<Vec<ActualAssistant>, VapiError> {
     let items = ctx.vapi.list_all(ctx.key).await?;
-    Ok(items.into_iter().filter_map(ActualAssistant::from_value).collect())
+    Ok(items
+        .into_iter()
+        .filter_map(ActualAssistant::from_value)
+        .collect())
 }
 
 /// Executes the decisions with bounded concurrency while a writer flushes status batches.
@@ -225,23 +231,42 @@ async fn execute(ctx: &PassContext<'_>, decision: Decision) -> Outcome {
             generation,
             Reason::Adopted,
             &assistant_id,
-            format!("Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {generation}."),
+            format!(
+                "Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {generation}."
+            ),
         ),
         Action::Invalid { problems } => Outcome::failed(
             agent_id,
             generation,
             Reason::InvalidSpec,
-            format!("The spec cannot be sent to Vapi: {}. Nothing was sent.", problems.join("; ")),
+            format!(
+                "The spec cannot be sent to Vapi: {}. Nothing was sent.",
+                problems.join("; ")
+            ),
             false,
         ),
         Action::Create { body } => match ctx.vapi.create(ctx.key, &body).await {
             Ok(created) => match id_of(&created) {
-                Some(id) => Outcome::synced(agent_id, generation, Reason::Created, &id, format!("Created assistant {id}.")),
+                Some(id) => Outcome::synced(
+                    agent_id,
+                    generation,
+                    Reason::Created,
+                    &id,
+                    format!("Created assistant {id}."),
+                ),
                 None => bad_answer(agent_id, generation, "create"),
             },
-            Err(err) => Outcome::failed(agent_id, generation, Reason::of(&err), failure_message("create the assistant", &err, fp), true),
+            Err(err) => Outcome::failed(
+                agent_id,
+                generation,
+                Reason::of(&err),
+                failure_message("create the assistant", &err, fp),
+                true,
+            ),
         },
-        Action::Recreate { previous_id, body } => recreate(ctx, agent_id, generation, &previous_id, &body).await,
+        Action::Recreate { previous_id, body } => {
+            recreate(ctx, agent_id, generation, &previous_id, &body).await
+        }
         Action::Patch {
             assistant_id,
             patch,
@@ -249,13 +274,24 @@ async fn execute(ctx: &PassContext<'_>, decision: Decision) -> Outcome {
             adopted,
         } => match ctx.vapi.update(ctx.key, &assistant_id, &patch).await {
             Ok(_) => {
-                let adopted = if adopted { "Adopted assistant and patched" } else { "Patched" };
+                let adopted = if adopted {
+                    "Adopted assistant and patched"
+                } else {
+                    "Patched"
+                };
                 let message = format!(
                     "{adopted} {} on assistant {assistant_id}; differing fields: {}.",
                     keys_of(&patch),
                     drift.join(", ")
                 );
-                Outcome::synced(agent_id, generation, Reason::Patched, &assistant_id, message).with_drift(drift)
+                Outcome::synced(
+                    agent_id,
+                    generation,
+                    Reason::Patched,
+                    &assistant_id,
+                    message,
+                )
+                .with_drift(drift)
             }
             // Deleted between the listing and the patch: the next pass sees it gone and recreates.
             Err(VapiError::NotFound) => Outcome {
@@ -264,12 +300,20 @@ async fn execute(ctx: &PassContext<'_>, decision: Decision) -> Outcome {
                     agent_id,
                     generation,
                     Reason::AssistantGone,
-                    format!("Assistant {assistant_id} was deleted from Vapi while being patched; the next pass recreates it."),
+                    format!(
+                        "Assistant {assistant_id} was deleted from Vapi while being patched; the next pass recreates it."
+                    ),
                     true,
                 )
             },
-            Err(err) => Outcome::failed(agent_id, generation, Reason::of(&err), failure_message(&format!("patch assistant {assistant_id}"), &err, fp), true)
-                .with_drift(drift),
+            Err(err) => Outcome::failed(
+                agent_id,
+                generation,
+                Reason::of(&err),
+                failure_message(&format!("patch assistant {assistant_id}"), &err, fp),
+                true,
+            )
+            .with_drift(drift),
         },
     }
 }
@@ -288,7 +332,9 @@ async fn recreate(
                 generation,
                 Reason::AssistantRecreated,
                 &id,
-                format!("Assistant {previous_id} no longer exists in Vapi; created {id} in its place."),
+                format!(
+                    "Assistant {previous_id} no longer exists in Vapi; created {id} in its place."
+                ),
             ),
             None => bad_answer(agent_id, generation, "create"),
         },
@@ -296,7 +342,11 @@ async fn recreate(
             agent_id,
             generation,
             Reason::of(&err),
-            failure_message(&format!("recreate the assistant (the recorded {previous_id} is gone)"), &err, ctx.key.fingerprint()),
+            failure_message(
+                &format!("recreate the assistant (the recorded {previous_id} is gone)"),
+                &err,
+                ctx.key.fingerprint(),
+            ),
             true,
         ),
     }
@@ -311,7 +361,9 @@ fn bad_answer(agent_id: Uuid, generation: i64, what: &str) -> Outcome {
         agent_id,
         generation,
         Reason::VapiBadResponse,
-        format!("Vapi accepted the {what} but its answer carried no assistant id; the next pass adopts the assistant by its ownership marker."),
+        format!(
+            "Vapi accepted the {what} but its answer carried no assistant id; the next pass adopts the assistant by its ownership marker."
+        ),
         true,
     )
 }

@@ -118,8 +118,16 @@ mod tests {
                 vec!["model.maxTokens"],
             ),
             (json!({"tags": [1, 2]}), json!({"tags": [1]}), vec!["tags"]),
-            (json!({"firstMessage": "Hi"}), json!({}), vec!["firstMessage"]),
-            (json!({"voice": {"provider": "vapi", "voiceId": "Elliot"}}), json!({"voice": "Elliot"}), vec!["voice"]),
+            (
+                json!({"firstMessage": "Hi"}),
+                json!({}),
+                vec!["firstMessage"],
+            ),
+            (
+                json!({"voice": {"provider": "vapi", "voiceId": "Elliot"}}),
+                json!({"voice": "Elliot"}),
+                vec!["voice"],
+            ),
         ];
         for (desired, actual, want) in cases {
             let mut out = Vec::new();

@@ -93,10 +93,18 @@ impl ActualAssistant {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// The assistant already matches; `adopted` when it was found by marker, not by record.
-    InSync { assistant_id: String, adopted: bool },
-    Create { body: Map<String, Value> },
+    InSync {
+        assistant_id: String,
+        adopted: bool,
+    },
+    Create {
+        body: Map<String, Value>,
+    },
     /// The recorded assistant is gone from Vapi.
-    Recreate { previous_id: String, body: Map<String, Value> },
+    Recreate {
+        previous_id: String,
+        body: Map<String, Value>,
+    },
     Patch {
         assistant_id: String,
         /// Whole top-level keys, ready to send.
@@ -106,7 +114,9 @@ pub enum Action {
         adopted: bool,
     },
     /// The spec cannot be sent; every problem, each naming the field.
-    Invalid { problems: Vec<String> },
+    Invalid {
+        problems: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +232,9 @@ pub fn desired_body(agent: &DesiredAgent) -> Result<Map<String, Value>, Vec<Stri
         );
     }
     for field in SERVER_FIELDS.iter().filter(|f| spec.contains_key(**f)) {
-        problems.push(format!("spec.{field} is assigned by Vapi and cannot be set: remove it"));
+        problems.push(format!(
+            "spec.{field} is assigned by Vapi and cannot be set: remove it"
+        ));
     }
     if !problems.is_empty() {
         return Err(problems);

@@ -94,8 +94,19 @@ impl Store {
     }
 
     /// Every live agent with its recorded status, in one query.
-    pub async fn load_agents(&self) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
-        type Row = (Uuid, Uuid, String, Value, i64, Option<String>, Option<i64>, Option<String>);
+    pub async fn load_agents(
+        &self,
+    ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
+        type Row = (
+            Uuid,
+            Uuid,
+            String,
+            Value,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
         let rows: Vec<Row> = sqlx::query_as(
             "select a.id, a.org_id, a.name, a.spec, a.generation,
                     s.assistant_id, s.observed_generation, s.state
@@ -108,22 +119,24 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, org_id, name, spec, generation, assistant_id, observed, state)| {
-                let recorded = observed.map(|observed_generation| RecordedStatus {
-                    assistant_id: assistant_id.clone(),
-                    observed_generation,
-                    state: state.as_deref().and_then(SyncState::parse),
-                });
-                let agent = DesiredAgent {
-                    id,
-                    org_id,
-                    name,
-                    spec,
-                    generation,
-                    recorded_assistant_id: assistant_id,
-                };
-                (agent, recorded)
-            })
+            .map(
+                |(id, org_id, name, spec, generation, assistant_id, observed, state)| {
+                    let recorded = observed.map(|observed_generation| RecordedStatus {
+                        assistant_id: assistant_id.clone(),
+                        observed_generation,
+                        state: state.as_deref().and_then(SyncState::parse),
+                    });
+                    let agent = DesiredAgent {
+                        id,
+                        org_id,
+                        name,
+                        spec,
+                        generation,
+                        recorded_assistant_id: assistant_id,
+                    };
+                    (agent, recorded)
+                },
+            )
             .collect())
     }
 

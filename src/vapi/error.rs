@@ -117,13 +117,19 @@ fn snippet(body: &[u8]) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (at.with_timezone(&chrono::Utc) - now).to_std().ok().or(Some(Duration::ZERO))
+    (at.with_timezone(&chrono::Utc) - now)
+        .to_std()
+        .ok()
+        .or(Some(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -133,19 +139,55 @@ mod tests {
     #[test]
     fn bodies_map_to_kinds_with_vapi_messages() {
         let cases: &[(u16, &str, &str, &str)] = &[
-            (400, r#"{"message":["name must be shorter than or equal to 40 characters","property serverUrl should not exist"],"error":"Bad Request","statusCode":400}"#,
-             "bad_request", "Vapi rejected the request (400): name must be shorter than or equal to 40 characters; property serverUrl should not exist"),
-            (400, r#"{"message":"The Kylie voice is part of a legacy voice set","error":"Bad Request","statusCode":400}"#,
-             "bad_request", "Vapi rejected the request (400): The Kylie voice is part of a legacy voice set"),
-            (401, r#"{"message":"Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.","error":"Unauthorized","statusCode":401}"#,
-             "unauthorized", "Vapi rejected the API key (401): Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa."),
-            (404, r#"{"message":"Not Found","error":"Not Found","statusCode":404}"#, "not_found", "Vapi has no such assistant (404)"),
-            (409, r#"{"error":"assistant_pinned","message":"pinned"}"#, "conflict", "Vapi refused with a conflict (409 assistant_pinned): pinned"),
-            (502, "<html>bad gateway</html>", "server_error", "Vapi server error (502): <html>bad gateway</html>"),
-            (418, "", "unexpected_status", "unexpected answer from Vapi (418): (empty body)"),
+            (
+                400,
+                r#"{"message":["name must be shorter than or equal to 40 characters","property serverUrl should not exist"],"error":"Bad Request","statusCode":400}"#,
+                "bad_request",
+                "Vapi rejected the request (400): name must be shorter than or equal to 40 characters; property serverUrl should not exist",
+            ),
+            (
+                400,
+                r#"{"message":"The Kylie voice is part of a legacy voice set","error":"Bad Request","statusCode":400}"#,
+                "bad_request",
+                "Vapi rejected the request (400): The Kylie voice is part of a legacy voice set",
+            ),
+            (
+                401,
+                r#"{"message":"Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.","error":"Unauthorized","statusCode":401}"#,
+                "unauthorized",
+                "Vapi rejected the API key (401): Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.",
+            ),
+            (
+                404,
+                r#"{"message":"Not Found","error":"Not Found","statusCode":404}"#,
+                "not_found",
+                "Vapi has no such assistant (404)",
+            ),
+            (
+                409,
+                r#"{"error":"assistant_pinned","message":"pinned"}"#,
+                "conflict",
+                "Vapi refused with a conflict (409 assistant_pinned): pinned",
+            ),
+            (
+                502,
+                "<html>bad gateway</html>",
+                "server_error",
+                "Vapi server error (502): <html>bad gateway</html>",
+            ),
+            (
+                418,
+                "",
+                "unexpected_status",
+                "unexpected answer from Vapi (418): (empty body)",
+            ),
         ];
         for (status, body, kind, display) in cases {
-            let err = VapiError::from_response(StatusCode::from_u16(*status).expect("status"), None, body.as_bytes());
+            let err = VapiError::from_response(
+                StatusCode::from_u16(*status).expect("status"),
+                None,
+                body.as_bytes(),
+            );
             assert_eq!(err.kind(), *kind, "{status}");
             assert_eq!(err.to_string(), *display, "{status}");
         }
@@ -153,10 +195,18 @@ mod tests {
 
     #[test]
     fn retry_after_seconds_and_dates() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").expect("date").with_timezone(&chrono::Utc);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .expect("date")
+            .with_timezone(&chrono::Utc);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Sat, 21 Nov 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("Sat, 21 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sat, 21 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 21 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

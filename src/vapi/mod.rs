@@ -50,12 +50,18 @@ impl VapiClient {
         })
     }
 
-    pub async fn create(&self, key: &ApiKey, body: &Map<String, Value>) -> Result<Value, VapiError> {
-        self.call(key, Method::POST, "/assistant", &[], Some(body)).await
+    pub async fn create(
+        &self,
+        key: &ApiKey,
+        body: &Map<String, Value>,
+    ) -> Result<Value, VapiError> {
+        self.call(key, Method::POST, "/assistant", &[], Some(body))
+            .await
     }
 
     pub async fn get(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
-        self.call(key, Method::GET, &format!("/assistant/{id}"), &[], None).await
+        self.call(key, Method::GET, &format!("/assistant/{id}"), &[], None)
+            .await
     }
 
     /// Sends whole top-level keys; Vapi replaces each one wholesale and keeps the rest.
@@ -65,8 +71,14 @@ impl VapiClient {
         id: &str,
         patch: &Map<String, Value>,
     ) -> Result<Value, VapiError> {
-        self.call(key, Method::PATCH, &format!("/assistant/{id}"), &[], Some(patch))
-            .await
+        self.call(
+            key,
+            Method::PATCH,
+            &format!("/assistant/{id}"),
+            &[],
+            Some(patch),
+        )
+        .await
     }
 
     pub async fn delete(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
@@ -85,7 +97,10 @@ impl VapiClient {
         if let Some(t) = created_at_le {
             query.push(("createdAtLe", t));
         }
-        match self.call(key, Method::GET, "/assistant", &query, None).await? {
+        match self
+            .call(key, Method::GET, "/assistant", &query, None)
+            .await?
+        {
             Value::Array(items) => Ok(items),
             other => Err(VapiError::Decode(format!(
                 "GET /assistant should return an array, got {}",

@@ -66,7 +66,10 @@ pub fn client(base_url: &str) -> VapiClient {
 
 impl TestEnv {
     pub async fn pass(&self) -> PassReport {
-        self.controller.pass(&CancellationToken::new()).await.unwrap()
+        self.controller
+            .pass(&CancellationToken::new())
+            .await
+            .unwrap()
     }
 
     /// Assistants in the simulator's org, newest first.
@@ -91,11 +94,13 @@ impl TestEnv {
 }
 
 pub async fn org(pool: &PgPool, name: &str) -> Uuid {
-    sqlx::query_scalar("insert into organizations (id, name) values (gen_random_uuid(), $1) returning id")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "insert into organizations (id, name) values (gen_random_uuid(), $1) returning id",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 pub async fn agent(pool: &PgPool, org: Uuid, name: &str, spec: Value) -> Uuid {

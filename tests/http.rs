@@ -1,0 +1,69 @@
+//! The controller's health endpoints over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use vapi_reconciler::http::{self, HttpState};
+use vapi_reconciler::simulator::{Fault, FaultMode};
+
+async fn serve(pool: PgPool, env: &common::TestEnv) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let state = HttpState {
+        pool,
+        loop_status: env.controller.subscribe(),
+    };
+    tokio::spawn(http::serve(listener, state, cancel.clone()));
+    (base, cancel)
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[sqlx::test]
+async fn ready_with_a_migrated_database_and_live_regardless_of_vapi(pool: PgPool) {
+    let env = common::env(pool.clone()).await;
+    let (base, cancel) = serve(pool, &env).await;
+    let (status, body) = get(format!("{base}/readyz")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let (status, body) = get(format!("{base}/healthz")).await;
+    assert_eq!((status, body["passes"].as_u64()), (200, Some(0)));
+
+    // Vapi down does not make the controller unhealthy: a restart would not fix it.
+    env.sim.inject(Fault {
+        method: None,
+        route: None,
+        mode: FaultMode::Respond,
+        status: Some(503),
+        retry_after: None,
+        count: None,
+    });
+    env.pass().await;
+    let (status, body) = get(format!("{base}/healthz")).await;
+    assert_eq!((status, body["passes"].as_u64()), (200, Some(1)));
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn not_ready_while_migrations_are_missing(pool: PgPool) {
+    let env = common::env(pool.clone()).await;
+    let (base, cancel) = serve(pool.clone(), &env).await;
+    let (status, body) = get(format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unapplied migrations"),
+        "{body}"
+    );
+    vapi_reconciler::store::MIGRATOR.run(&pool).await.unwrap();
+    assert_eq!(get(format!("{base}/readyz")).await.0, 200);
+    cancel.cancel();
+}
