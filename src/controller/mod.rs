@@ -92,6 +92,7 @@ impl Controller {
                 recreated = r.recreated,
                 adopted = r.adopted,
                 failed = r.failed,
+                skipped = r.skipped,
                 status_writes = r.status_writes,
                 duration_ms = r.duration.as_millis() as u64,
                 "pass complete"

@@ -86,11 +86,16 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         Err(err) => {
             // Without the actual state nothing can be decided; every agent says why.
             tracing::warn!(error = %err, kind = err.kind(), "listing assistants failed");
+            // An agent whose spec is unsendable keeps saying so: that needs no listing.
             agents
                 .iter()
-                .map(|a| {
-                    let message = failure_message("list assistants", &err, ctx.key.fingerprint());
-                    Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
+                .map(|a| match reconcile::desired_body(a) {
+                    Err(problems) => invalid(a.id, a.generation, &problems),
+                    Ok(_) => {
+                        let message =
+                            failure_message("list assistants", &err, ctx.key.fingerprint());
+                        Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
+                    }
                 })
                 .collect()
         }
@@ -235,16 +240,7 @@ async fn execute(ctx: &PassContext<'_>, decision: Decision) -> Outcome {
                 "Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {generation}."
             ),
         ),
-        Action::Invalid { problems } => Outcome::failed(
-            agent_id,
-            generation,
-            Reason::InvalidSpec,
-            format!(
-                "The spec cannot be sent to Vapi: {}. Nothing was sent.",
-                problems.join("; ")
-            ),
-            false,
-        ),
+        Action::Invalid { problems } => invalid(agent_id, generation, &problems),
         Action::Create { body } => match ctx.vapi.create(ctx.key, &body).await {
             Ok(created) => match id_of(&created) {
                 Some(id) => Outcome::synced(
@@ -350,6 +346,19 @@ async fn recreate(
             true,
         ),
     }
+}
+
+fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {
+    Outcome::failed(
+        agent_id,
+        generation,
+        Reason::InvalidSpec,
+        format!(
+            "The spec cannot be sent to Vapi: {}. Nothing was sent.",
+            problems.join("; ")
+        ),
+        false,
+    )
 }
 
 fn id_of(v: &Value) -> Option<String> {

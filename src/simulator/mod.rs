@@ -1,7 +1,7 @@
 //! An in-process simulator of Vapi's REST API for assistants, with fault injection.
 //!
 //! Design note: the controller's tests are only as true as this server, so it speaks Vapi's wire format
-//! as compiled in `REFERENCE.md` (bodies, status codes, class-validator messages, ordering, timestamps)
+//! as Vapi documents and answers it (bodies, status codes, class-validator messages, ordering, timestamps)
 //! and adds a separate, unauthenticated control surface under `/_sim` (see `docs/simulator.md`).
 //!
 //! Layout:

@@ -57,7 +57,7 @@ pub struct VoiceSchema {
     pub booleans: &'static [&'static str],
 }
 
-/// Voice schemas in `CreateAssistantDTO.voice.oneOf` order (the 20 discriminators of REFERENCE 4.1).
+/// Voice schemas in `CreateAssistantDTO.voice.oneOf` order (the 20 voice providers).
 pub const VOICE_SCHEMAS: &[VoiceSchema] = &[
     // AzureVoice
     VoiceSchema {
@@ -553,7 +553,7 @@ pub const VOICE_SCHEMAS: &[VoiceSchema] = &[
     },
 ];
 
-/// `model.provider` discriminators (`CreateAssistantDTO.model.oneOf` order, REFERENCE 3.2).
+/// `model.provider` discriminators (`CreateAssistantDTO.model.oneOf` order).
 pub const MODEL_PROVIDERS: &[&str] = &[
     "anthropic",
     "anthropic-bedrock",

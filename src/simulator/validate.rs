@@ -36,7 +36,7 @@ pub enum Rejection {
     Message(String),
 }
 
-/// The Vapi voice catalogue as of the 2026-07-30 spec, in spec order (REFERENCE 4.3). The server prints
+/// The Vapi voice catalogue as of the 2026-07-30 spec, in spec order. The server prints
 /// the enum in this order in its `must be one of the following values` message.
 pub const DEFAULT_VAPI_VOICES: &[&str] = &[
     "Clara", "Godfrey", "Elliot", "Savannah", "Nico", "Kai", "Emma", "Sagar", "Neil", "Layla",
