@@ -1,12 +1,14 @@
 //! The one place that names concrete types and wires them together.
 
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseArgs, PassArgs, ReconcileArgs, RunArgs, VapiArgs};
@@ -20,13 +22,21 @@ use crate::vapi::{ClientConfig, VapiClient};
 const RESYNC_JITTER: f64 = 0.1;
 
 pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
+    // The URL may hold a password: errors name the variable, never the value.
+    let options = PgConnectOptions::from_str(url.expose_secret())
+        .context("DATABASE_URL / --database-url is not a valid Postgres URL")?;
+    // One direct attempt first: a pool retries until its timeout and then reports only that,
+    // hiding the real cause ("connection refused", "password authentication failed").
+    PgConnection::connect_with(&options)
+        .await
+        .context("cannot connect to the database given by DATABASE_URL / --database-url")?
+        .close()
+        .await
+        .ok();
+    Ok(PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url.expose_secret())
-        .await
-        // The URL may hold a password: name the variable, not the value.
-        .context("cannot connect to the database given by DATABASE_URL / --database-url")
+        .connect_lazy_with(options))
 }
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -67,6 +77,7 @@ fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
 fn controller(
     pool: &PgPool,
     vapi: &VapiArgs,
+    key: ApiKey,
     pass: &PassArgs,
     resync_interval: Duration,
 ) -> anyhow::Result<Controller> {
@@ -83,7 +94,7 @@ fn controller(
     Ok(Controller::new(
         Store::new(pool.clone()),
         client,
-        platform_key(vapi)?,
+        key,
         config,
     ))
 }
@@ -97,9 +108,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listen,
         migrate,
     } = args;
+    let key = platform_key(&vapi)?;
     let pool = connect(&database.database_url).await?;
     ensure_migrated(&pool, migrate).await?;
-    let controller = controller(&pool, &vapi, &pass, resync_interval.into())?;
+    let controller = controller(&pool, &vapi, key, &pass, resync_interval.into())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -125,10 +137,11 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         vapi,
         pass,
     } = args;
+    let key = platform_key(&vapi)?;
     let pool = connect(&database.database_url).await?;
     ensure_migrated(&pool, false).await?;
     // One pass only: the interval is never waited on.
-    let controller = controller(&pool, &vapi, &pass, Duration::from_secs(1))?;
+    let controller = controller(&pool, &vapi, key, &pass, Duration::from_secs(1))?;
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
     let report = controller.pass(&cancel).await?;

@@ -163,7 +163,7 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
                     json!({"model": prompt("Remind patients of check-ups."),
                 "voice": {"provider": "vapi", "voiceId": "Kylie"}}),
                 ),
-                // 61 characters: Vapi allows 40.
+                // 59 characters: Vapi allows 40.
                 (
                     "Northside Dental new patient intake and insurance questions",
                     json!({

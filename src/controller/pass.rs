@@ -38,11 +38,12 @@ pub struct PassReport {
     /// Decisions not executed because shutdown began.
     pub skipped: usize,
     pub status_writes: usize,
-    #[serde(with = "humantime_serde_secs")]
+    /// Wall time of the pass, in seconds.
+    #[serde(rename = "duration_seconds", with = "as_seconds")]
     pub duration: Duration,
 }
 
-mod humantime_serde_secs {
+mod as_seconds {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
@@ -82,12 +83,13 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         .collect();
     let agents: Vec<_> = rows.into_iter().map(|(a, _)| a).collect();
 
-    let outcomes: Vec<Outcome> = match list(ctx).await {
+    let assistants = match list(ctx).await {
+        Ok(assistants) => assistants,
         Err(err) => {
-            // Without the actual state nothing can be decided; every agent says why.
+            // Without the actual state nothing can be decided; every agent says why, except an
+            // agent whose spec is unsendable, which keeps saying so (that needs no listing).
             tracing::warn!(error = %err, kind = err.kind(), "listing assistants failed");
-            // An agent whose spec is unsendable keeps saying so: that needs no listing.
-            agents
+            let outcomes = agents
                 .iter()
                 .map(|a| match reconcile::desired_body(a) {
                     Err(problems) => invalid(a.id, a.generation, &problems),
@@ -97,17 +99,15 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
                         Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
                     }
                 })
-                .collect()
-        }
-        Ok(assistants) => {
-            report.assistants_listed = assistants.len();
-            let decisions = reconcile::plan(&agents, &assistants);
-            return finish(ctx, decisions, &recorded, report, started).await;
+                .collect();
+            record(ctx, outcomes, &recorded, &mut report).await?;
+            report.duration = started.elapsed();
+            return Ok(report);
         }
     };
-    record(ctx, outcomes, &recorded, &mut report).await?;
-    report.duration = started.elapsed();
-    Ok(report)
+    report.assistants_listed = assistants.len();
+    let decisions = reconcile::plan(&agents, &assistants);
+    finish(ctx, decisions, &recorded, report, started).await
 }
 
 async fn list(ctx: &PassContext<'_>) -> Result<Vec<ActualAssistant>, VapiError> {
