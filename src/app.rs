@@ -146,11 +146,13 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(stop_on_signal(cancel.clone()));
     let report = controller.pass(&cancel).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(if report.failed == 0 && report.skipped == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.failed == 0 && report.skipped == 0 && report.list_error.is_none() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// Cancels on SIGTERM or SIGINT: no new writes start, in-flight calls finish.

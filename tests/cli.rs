@@ -106,6 +106,25 @@ async fn reconcile_once_exits_non_zero_when_an_agent_failed(pool: PgPool) {
         (report["failed"].as_u64(), report["in_sync"].as_u64()),
         (Some(1), Some(1))
     );
+
+    // Vapi unreachable with nothing to converge is still not a success: nothing was verified.
+    sqlx::query("delete from agents")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = command(&["reconcile", "--once"], &url, "http://127.0.0.1:9", &key)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["list_error"]
+            .as_str()
+            .unwrap()
+            .contains("could not reach Vapi"),
+        "{report}"
+    );
 }
 
 #[sqlx::test]

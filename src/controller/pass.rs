@@ -38,6 +38,8 @@ pub struct PassReport {
     /// Decisions not executed because shutdown began.
     pub skipped: usize,
     pub status_writes: usize,
+    /// Why the assistants could not be listed, when they could not.
+    pub list_error: Option<String>,
     /// Wall time of the pass, in seconds.
     #[serde(rename = "duration_seconds", with = "as_seconds")]
     pub duration: Duration,
@@ -89,6 +91,7 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
             // Without the actual state nothing can be decided; every agent says why, except an
             // agent whose spec is unsendable, which keeps saying so (that needs no listing).
             tracing::warn!(error = %err, kind = err.kind(), "listing assistants failed");
+            report.list_error = Some(err.to_string());
             let outcomes = agents
                 .iter()
                 .map(|a| match reconcile::desired_body(a) {
