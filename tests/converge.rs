@@ -399,3 +399,29 @@ async fn generation_is_owned_by_the_database(pool: PgPool) {
     update("update agents set deleted_at = now() where id = $1").await;
     assert_eq!(generation(&pool, id).await, 4);
 }
+
+#[sqlx::test]
+async fn one_unreadable_spec_does_not_stop_the_others(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let org = org(&pool, "Harbor").await;
+    // Postgres stores nesting far deeper than a JSON parser accepts; a pass must survive it.
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let bad: uuid::Uuid = sqlx::query_scalar(
+        "insert into agents (org_id, name, spec) values ($1, 'deep', jsonb_build_object('model', $2::jsonb)) returning id",
+    )
+    .bind(org)
+    .bind(deep)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let good = agent(&pool, org, "good", spec(1)).await;
+    let report = env.pass().await;
+    assert_eq!((report.created, report.failed), (1, 1));
+    let s = status(&pool, bad).await;
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("failed", "InvalidSpec")
+    );
+    assert!(s.message.contains("spec cannot be read"), "{}", s.message);
+    assert_eq!(status(&pool, good).await.state, "synced");
+}

@@ -45,8 +45,8 @@ pub struct DesiredAgent {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
-    /// As stored in `agents.spec`; may be any JSON, it is checked here.
-    pub spec: Value,
+    /// As stored in `agents.spec` (any JSON: it is checked here), or why it could not be read.
+    pub spec: Result<Value, String>,
     pub generation: i64,
     pub recorded_assistant_id: Option<String>,
 }
@@ -215,11 +215,15 @@ fn compare(body: Map<String, Value>, assistant: &ActualAssistant, adopted: bool)
 /// The full assistant body the controller wants for this agent: the spec, the agent's name and
 /// the ownership marker. Errors list every structural problem, each naming the field.
 pub fn desired_body(agent: &DesiredAgent) -> Result<Map<String, Value>, Vec<String>> {
-    let Value::Object(spec) = &agent.spec else {
-        return Err(vec![format!(
-            "spec must be a JSON object, found {}",
-            json_type(&agent.spec)
-        )]);
+    let spec = match &agent.spec {
+        Ok(Value::Object(spec)) => spec,
+        Ok(other) => {
+            return Err(vec![format!(
+                "spec must be a JSON object, found {}",
+                json_type(other)
+            )]);
+        }
+        Err(e) => return Err(vec![format!("spec cannot be read: {e}")]),
     };
     let mut problems = Vec::new();
     if spec.contains_key("name") {

@@ -11,7 +11,7 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         id: AGENT.parse().expect("uuid"),
         org_id: ORG.parse().expect("uuid"),
         name: "front-desk".to_owned(),
-        spec,
+        spec: Ok(spec),
         generation: 3,
         recorded_assistant_id: recorded.map(str::to_owned),
     }
@@ -177,6 +177,12 @@ fn decisions() {
             agent: agent(Value::Null, Some("a1")),
             listed: vec![listed("a1", t0, in_sync_body())],
             want: Action::Invalid { problems: vec!["spec must be a JSON object, found null".into()] },
+        },
+        Case {
+            name: "spec the store could not parse: invalid, with the parser's reason",
+            agent: DesiredAgent { spec: Err("recursion limit exceeded".into()), ..agent(spec(), Some("a1")) },
+            listed: vec![listed("a1", t0, in_sync_body())],
+            want: Action::Invalid { problems: vec!["spec cannot be read: recursion limit exceeded".into()] },
         },
         Case {
             name: "spec sets controller- and server-owned fields: every problem listed",

@@ -79,6 +79,43 @@ pub struct StatusUpdate {
     pub attempted: bool,
 }
 
+/// One row of the desired-state query.
+///
+/// The spec is read as text and parsed per row: Postgres accepts JSON that a parser refuses (such
+/// as nesting deeper than 128 levels), and one such row must fail its own agent, not the query.
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: Uuid,
+    org_id: Uuid,
+    name: String,
+    spec: String,
+    generation: i64,
+    assistant_id: Option<String>,
+    observed_generation: Option<i64>,
+    state: Option<String>,
+}
+
+impl AgentRow {
+    fn split(self) -> (DesiredAgent, Option<RecordedStatus>) {
+        let recorded = self
+            .observed_generation
+            .map(|observed_generation| RecordedStatus {
+                assistant_id: self.assistant_id.clone(),
+                observed_generation,
+                state: self.state.as_deref().and_then(SyncState::parse),
+            });
+        let agent = DesiredAgent {
+            id: self.id,
+            org_id: self.org_id,
+            name: self.name,
+            spec: serde_json::from_str(&self.spec).map_err(|e| e.to_string()),
+            generation: self.generation,
+            recorded_assistant_id: self.assistant_id,
+        };
+        (agent, recorded)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -97,18 +134,8 @@ impl Store {
     pub async fn load_agents(
         &self,
     ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
-        type Row = (
-            Uuid,
-            Uuid,
-            String,
-            Value,
-            i64,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "select a.id, a.org_id, a.name, a.spec, a.generation,
+        let rows: Vec<AgentRow> = sqlx::query_as(
+            "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
                     s.assistant_id, s.observed_generation, s.state
              from agents a
              left join agent_status s on s.agent_id = a.id
@@ -117,27 +144,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, org_id, name, spec, generation, assistant_id, observed, state)| {
-                    let recorded = observed.map(|observed_generation| RecordedStatus {
-                        assistant_id: assistant_id.clone(),
-                        observed_generation,
-                        state: state.as_deref().and_then(SyncState::parse),
-                    });
-                    let agent = DesiredAgent {
-                        id,
-                        org_id,
-                        name,
-                        spec,
-                        generation,
-                        recorded_assistant_id: assistant_id,
-                    };
-                    (agent, recorded)
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(AgentRow::split).collect())
     }
 
     /// Upserts a batch of outcomes in one statement. Rows for agents purged meanwhile are skipped.
