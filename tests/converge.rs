@@ -425,3 +425,17 @@ async fn one_unreadable_spec_does_not_stop_the_others(pool: PgPool) {
     assert!(s.message.contains("spec cannot be read"), "{}", s.message);
     assert_eq!(status(&pool, good).await.state, "synced");
 }
+
+#[sqlx::test]
+async fn writes_run_concurrently_up_to_the_bound_and_never_beyond(pool: PgPool) {
+    let env = env(pool.clone()).await; // concurrency 8
+    let org = org(&pool, "Harbor").await;
+    for n in 0..24 {
+        agent(&pool, org, &format!("agent-{n}"), spec(n)).await;
+    }
+    // Long enough that requests overlap whenever the controller lets them.
+    env.sim.set_latency(std::time::Duration::from_millis(200));
+    env.sim.reset_counters();
+    assert_eq!(env.pass().await.created, 24);
+    assert_eq!(env.sim.counters().peak_in_flight, 8);
+}

@@ -145,8 +145,13 @@ pub struct RequestCount {
 
 /// Snapshot of the request counters of the `/assistant` routes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct Counters {
     pub requests: Vec<RequestCount>,
+    /// The most `/assistant` requests in progress at once since the last reset: what a client's
+    /// concurrency bound looks like from the server's side.
+    #[serde(default)]
+    pub peak_in_flight: u64,
 }
 
 impl Counters {
@@ -180,20 +185,34 @@ impl Counters {
 
 /// Live counters, keyed so that the snapshot comes out sorted and stable.
 #[derive(Default)]
-pub struct CounterMap(BTreeMap<(String, String, u16), u64>);
+pub struct CounterMap {
+    counts: BTreeMap<(String, String, u16), u64>,
+    in_flight: u64,
+    peak_in_flight: u64,
+}
 
 impl CounterMap {
+    pub fn enter(&mut self) {
+        self.in_flight += 1;
+        self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
+    }
+
+    pub fn leave(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
     pub fn record(&mut self, method: &str, route: &str, status: u16) {
         *self
-            .0
+            .counts
             .entry((method.to_owned(), route.to_owned(), status))
             .or_default() += 1;
     }
 
     pub fn snapshot(&self) -> Counters {
         Counters {
+            peak_in_flight: self.peak_in_flight,
             requests: self
-                .0
+                .counts
                 .iter()
                 .map(|((method, route, status), count)| RequestCount {
                     method: method.clone(),
@@ -205,8 +224,10 @@ impl CounterMap {
         }
     }
 
+    /// Forgets counts and the peak; requests still in progress stay counted as in flight.
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.counts.clear();
+        self.peak_in_flight = self.in_flight;
     }
 }
 

@@ -204,6 +204,22 @@ fn is_uuid(s: &str) -> bool {
 
 // ---------- the pipeline ----------
 
+/// Counts a request as in flight until it is answered, dropped or abandoned by its client.
+struct InFlight<'a>(&'a Simulator);
+
+impl<'a> InFlight<'a> {
+    fn enter(sim: &'a Simulator) -> Self {
+        sim.lock().counters.enter();
+        Self(sim)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().counters.leave();
+    }
+}
+
 async fn entry(
     State(app): State<App>,
     method: Method,
@@ -216,6 +232,7 @@ async fn entry(
         return cannot(&method, path);
     };
     let sim = &app.sim;
+    let _in_flight = InFlight::enter(sim);
     let record = |status: u16| sim.lock().counters.record(method.as_str(), route, status);
 
     // Simulated latency applies to every answer of an assistant route, errors included.
