@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseArgs, PassArgs, ReconcileArgs, RunArgs, VapiArgs};
+use crate::config::{ControllerArgs, DatabaseArgs, ReconcileArgs, RunArgs, VapiArgs};
 use crate::controller::{Controller, LoopConfig};
 use crate::credentials::{ApiKey, load_platform_key};
 use crate::http::{self, HttpState};
@@ -74,13 +74,19 @@ fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
     Ok(key)
 }
 
-fn controller(
-    pool: &PgPool,
-    vapi: &VapiArgs,
-    key: ApiKey,
-    pass: &PassArgs,
+/// Checks the configuration, then the database, then wires a controller: the key is read before
+/// anything is connected, so a missing key fails at once.
+async fn build(
+    args: &ControllerArgs,
+    apply_migrations: bool,
     resync_interval: Duration,
-) -> anyhow::Result<Controller> {
+) -> anyhow::Result<(PgPool, Controller)> {
+    let ControllerArgs {
+        database,
+        vapi,
+        pass,
+    } = args;
+    let key = platform_key(vapi)?;
     let client = VapiClient::new(&ClientConfig {
         base_url: vapi.vapi_base_url.clone(),
         connect_timeout: vapi.vapi_connect_timeout.into(),
@@ -91,27 +97,20 @@ fn controller(
         jitter: RESYNC_JITTER,
         concurrency: usize::from(pass.concurrency),
     };
-    Ok(Controller::new(
-        Store::new(pool.clone()),
-        client,
-        key,
-        config,
-    ))
+    let pool = connect(&database.database_url).await?;
+    ensure_migrated(&pool, apply_migrations).await?;
+    let controller = Controller::new(Store::new(pool.clone()), client, key, config);
+    Ok((pool, controller))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
-        database,
-        vapi,
-        pass,
+        controller: args,
         resync_interval,
         listen,
         migrate,
     } = args;
-    let key = platform_key(&vapi)?;
-    let pool = connect(&database.database_url).await?;
-    ensure_migrated(&pool, migrate).await?;
-    let controller = controller(&pool, &vapi, key, &pass, resync_interval.into())?;
+    let (pool, controller) = build(&args, migrate, resync_interval.into()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -133,15 +132,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let ReconcileArgs {
         once: _,
-        database,
-        vapi,
-        pass,
+        controller: args,
     } = args;
-    let key = platform_key(&vapi)?;
-    let pool = connect(&database.database_url).await?;
-    ensure_migrated(&pool, false).await?;
     // One pass only: the interval is never waited on.
-    let controller = controller(&pool, &vapi, key, &pass, Duration::from_secs(1))?;
+    let (_, controller) = build(&args, false, Duration::from_secs(1)).await?;
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
     let report = controller.pass(&cancel).await?;

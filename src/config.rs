@@ -72,14 +72,21 @@ pub struct PassArgs {
     pub concurrency: u16,
 }
 
+/// What every command that reconciles needs: the database, Vapi, and how a pass runs.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct ControllerArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub vapi: VapiArgs,
     #[command(flatten)]
     pub pass: PassArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub controller: ControllerArgs,
     /// Time between passes (±10 % jitter).
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = positive_duration)]
     pub resync_interval: humantime::Duration,
@@ -97,11 +104,7 @@ pub struct ReconcileArgs {
     #[arg(long, required = true)]
     pub once: bool,
     #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub vapi: VapiArgs,
-    #[command(flatten)]
-    pub pass: PassArgs,
+    pub controller: ControllerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,8 +215,8 @@ mod tests {
             panic!("run")
         };
         assert_eq!(run.resync_interval.to_string(), "5m");
-        assert_eq!(run.vapi.vapi_base_url, "https://api.vapi.ai");
-        assert_eq!(run.pass.concurrency, 8);
+        assert_eq!(run.controller.vapi.vapi_base_url, "https://api.vapi.ai");
+        assert_eq!(run.controller.pass.concurrency, 8);
         assert!(!run.migrate);
     }
 

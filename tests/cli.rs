@@ -40,6 +40,16 @@ fn command(args: &[&str], url: &str, base: &str, key: &str) -> Command {
     cmd
 }
 
+async fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -154,12 +164,7 @@ async fn run_stops_cleanly_on_sigterm(pool: PgPool) {
         }
     }
     assert!(log.iter().any(|l| l.contains("created=1")), "{log:#?}");
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "-TERM").await;
     while let Some(line) = lines.next_line().await.unwrap() {
         log.push(line);
     }
@@ -216,12 +221,7 @@ async fn sigterm_mid_pass_finishes_in_flight_writes_and_records_them(pool: PgPoo
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
     read_until(&mut lines, "agent converged", &mut log).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "-TERM").await;
     read_until(&mut lines, "pass complete", &mut log).await;
     while let Some(line) = lines.next_line().await.unwrap() {
         log.push(line);
@@ -272,12 +272,7 @@ async fn the_demo_shows_failures_and_repairs_then_stops_on_ctrl_c() {
             read_until(&mut lines, marker, &mut out).await;
         }
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "-INT").await;
     while let Some(line) = lines.next_line().await.unwrap() {
         out.push(line);
     }
