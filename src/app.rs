@@ -11,10 +11,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ControllerArgs, DatabaseArgs, ReconcileArgs, RunArgs, VapiArgs};
-use crate::controller::{Controller, LoopConfig};
+use crate::config::{
+    ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs, OrphanPolicyArg, PassArgs,
+    ReconcileArgs, RunArgs, VapiArgs,
+};
+use crate::controller::{Controller, LoopConfig, PassSettings};
 use crate::credentials::{ApiKey, load_platform_key};
 use crate::http::{self, HttpState};
+use crate::leader::{Elector, LeaderConfig};
+use crate::reconcile::guard::GuardSettings;
+use crate::reconcile::{OrphanPolicy, PlanSettings};
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
 
@@ -22,6 +28,11 @@ use crate::vapi::{ClientConfig, VapiClient};
 const RESYNC_JITTER: f64 = 0.1;
 
 pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
+    Ok(connect_with_options(url).await?.0)
+}
+
+/// The pool, and the options it was built from (for the leader's dedicated connection).
+async fn connect_with_options(url: &SecretString) -> anyhow::Result<(PgPool, PgConnectOptions)> {
     // The URL may hold a password: errors name the variable, never the value.
     let options = PgConnectOptions::from_str(url.expose_secret())
         .context("DATABASE_URL / --database-url is not a valid Postgres URL")?;
@@ -33,10 +44,11 @@ pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
         .close()
         .await
         .ok();
-    Ok(PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options))
+        .connect_lazy_with(options.clone());
+    Ok((pool, options))
 }
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -74,19 +86,78 @@ fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
     Ok(key)
 }
 
-/// Checks the configuration, then the database, then wires a controller: the key is read before
-/// anything is connected, so a missing key fails at once.
+/// This replica's identity: hostname/pid unless given.
+fn holder(args: &LeaderArgs) -> String {
+    args.holder.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "unknown-host".to_owned());
+        format!("{host}/{}", std::process::id())
+    })
+}
+
+fn delta(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Typed pass settings; refuses a create grace that an in-flight POST could outlast.
+fn pass_settings(
+    pass: &PassArgs,
+    vapi: &VapiArgs,
+    leader: &LeaderArgs,
+) -> anyhow::Result<PassSettings> {
+    let PassArgs {
+        concurrency,
+        dry_run,
+        create_grace,
+        orphan_policy,
+        orphan_grace,
+        guard_max_share,
+        guard_min_count,
+        journal_retention: _,
+    } = pass;
+    let floor = Duration::from(vapi.vapi_request_timeout) + Duration::from(leader.leader_lease);
+    if Duration::from(*create_grace) < floor {
+        bail!(
+            "CREATE_GRACE / --create-grace is {create_grace}, shorter than VAPI_REQUEST_TIMEOUT ({}) plus LEADER_LEASE ({}): a create still in flight could land after it and leave a duplicate",
+            vapi.vapi_request_timeout,
+            leader.leader_lease
+        );
+    }
+    Ok(PassSettings {
+        concurrency: usize::from(*concurrency),
+        dry_run: *dry_run,
+        plan: PlanSettings {
+            create_grace: delta((*create_grace).into()),
+            orphan_grace: delta((*orphan_grace).into()),
+            orphan_policy: match orphan_policy {
+                OrphanPolicyArg::Delete => OrphanPolicy::Delete,
+                OrphanPolicyArg::Keep => OrphanPolicy::Keep,
+            },
+        },
+        guard: GuardSettings {
+            max_share: *guard_max_share,
+            min_count: *guard_min_count,
+        },
+    })
+}
+
+/// Checks the configuration, then the database, then wires a controller and its elector: the
+/// key is read before anything is connected, so a missing key fails at once.
 async fn build(
     args: &ControllerArgs,
     apply_migrations: bool,
     resync_interval: Duration,
-) -> anyhow::Result<(PgPool, Controller)> {
+) -> anyhow::Result<(PgPool, Controller, Elector)> {
     let ControllerArgs {
         database,
         vapi,
         pass,
+        leader,
     } = args;
     let key = platform_key(vapi)?;
+    let settings = pass_settings(pass, vapi, leader)?;
     let client = VapiClient::new(&ClientConfig {
         base_url: vapi.vapi_base_url.clone(),
         connect_timeout: vapi.vapi_connect_timeout.into(),
@@ -95,12 +166,30 @@ async fn build(
     let config = LoopConfig {
         resync_interval,
         jitter: RESYNC_JITTER,
-        concurrency: usize::from(pass.concurrency),
+        journal_retention: pass.journal_retention.into(),
     };
-    let pool = connect(&database.database_url).await?;
+    let (pool, options) = connect_with_options(&database.database_url).await?;
     ensure_migrated(&pool, apply_migrations).await?;
-    let controller = Controller::new(Store::new(pool.clone()), client, key, config);
-    Ok((pool, controller))
+    let holder = holder(leader);
+    let elector = Elector::new(
+        options,
+        LeaderConfig {
+            name: leader.leader_election_name.clone(),
+            holder: holder.clone(),
+            poll_interval: leader.leader_poll_interval.into(),
+            renew_interval: leader.leader_renew_interval.into(),
+            lease: leader.leader_lease.into(),
+        },
+    );
+    let controller = Controller::new(
+        Store::new(pool.clone()),
+        client,
+        key,
+        config,
+        settings,
+        holder,
+    );
+    Ok((pool, controller, elector))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -110,7 +199,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listen,
         migrate,
     } = args;
-    let (pool, controller) = build(&args, migrate, resync_interval.into()).await?;
+    let (pool, controller, elector) = build(&args, migrate, resync_interval.into()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -123,7 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         loop_status: controller.subscribe(),
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
-    controller.run(cancel.clone()).await;
+    controller.run(&elector, cancel.clone()).await;
     cancel.cancel();
     server.await.context("HTTP server task")??;
     Ok(())
@@ -135,18 +224,61 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         controller: args,
     } = args;
     // One pass only: the interval is never waited on.
-    let (_, controller) = build(&args, false, Duration::from_secs(1)).await?;
+    let (pool, controller, elector) = build(&args, false, Duration::from_secs(1)).await?;
+    let Some(lead) = elector.try_acquire().await? else {
+        let holder = Elector::current(&pool, &args.leader.leader_election_name)
+            .await?
+            .map(|l| format!("{} (epoch {})", l.holder, l.epoch))
+            .unwrap_or_else(|| "another replica".to_owned());
+        bail!(
+            "{holder} holds the leader lease {:?}: one writer at a time, so this pass does not run; trigger a reconcile on the leader instead",
+            args.leader.leader_election_name
+        );
+    };
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    let report = controller.pass(&cancel).await?;
+    if !lead.ready(&cancel).await {
+        lead.release().await;
+        bail!("leadership was lost or shutdown began before the pass could start");
+    }
+    let result = controller.pass(&lead, &cancel).await;
+    lead.release().await;
+    let report = result?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(
-        if report.failed == 0 && report.skipped == 0 && report.list_error.is_none() {
+        if report.failed == 0
+            && report.skipped == 0
+            && report.list_error.is_none()
+            && report.blocked.is_none()
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         },
     )
+}
+
+pub async fn guard(args: GuardArgs) -> anyhow::Result<()> {
+    let GuardArgs { database, command } = args;
+    let pool = connect(&database.database_url).await?;
+    ensure_migrated(&pool, false).await?;
+    let store = Store::new(pool);
+    match command {
+        GuardCommand::List { limit } => {
+            let blocks = store.guard_blocks(limit).await?;
+            println!("{}", serde_json::to_string_pretty(&blocks)?);
+        }
+        GuardCommand::Confirm { id, valid_for, by } => {
+            let Some(block) = store.confirm_guard_block(id, &by, valid_for.into()).await? else {
+                bail!(
+                    "there is no guard block with id {id}; `vapi-reconciler guard list` shows them"
+                );
+            };
+            tracing::warn!(block_id = id, deletes = block.deletes, recreates = block.recreates, by = %by, valid_for = %valid_for, "guard block confirmed");
+            println!("{}", serde_json::to_string_pretty(&block)?);
+        }
+    }
+    Ok(())
 }
 
 /// Cancels on SIGTERM or SIGINT: no new writes start, in-flight calls finish.

@@ -40,6 +40,36 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Create a demo database, seed clinics and agents, and watch them converge against the simulator.
     Demo(DemoArgs),
+    /// Inspect and confirm passes the blast-radius guard blocked.
+    Guard(GuardArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub command: GuardCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum GuardCommand {
+    /// List recent blocks, newest first, as JSON.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Allow passes that delete and recreate at most this block's counts, for a while.
+    Confirm {
+        /// The block's id (from the log line, `guard list` or the pass report).
+        id: i64,
+        /// How long the confirmation holds.
+        #[arg(long, default_value = "1h", value_parser = positive_duration)]
+        valid_for: humantime::Duration,
+        /// Who confirms, for the record.
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,6 +100,55 @@ pub struct PassArgs {
     /// Vapi writes in flight at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// Compute and report drift, write nothing to Vapi.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
+    /// How long a create with an unknown outcome is waited for before creating again. Must
+    /// exceed the request timeout plus the leader lease.
+    #[arg(long, env = "CREATE_GRACE", default_value = "2m")]
+    pub create_grace: humantime::Duration,
+    /// What happens to marked assistants whose agent no longer exists.
+    #[arg(long, env = "ORPHAN_POLICY", value_enum, default_value_t = OrphanPolicyArg::Delete)]
+    pub orphan_policy: OrphanPolicyArg,
+    /// How long an orphan must have been seen before it is deleted.
+    #[arg(long, env = "ORPHAN_GRACE", default_value = "15m")]
+    pub orphan_grace: humantime::Duration,
+    /// Blast-radius guard: the share of the fleet one pass may delete or recreate...
+    #[arg(long, env = "GUARD_MAX_SHARE", default_value_t = 0.10, value_parser = share)]
+    pub guard_max_share: f64,
+    /// ...or this many assistants, whichever is larger.
+    #[arg(long, env = "GUARD_MIN_COUNT", default_value_t = 50)]
+    pub guard_min_count: u64,
+    /// How long journal entries are kept.
+    #[arg(long, env = "JOURNAL_RETENTION", default_value = "90d", value_parser = positive_duration)]
+    pub journal_retention: humantime::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrphanPolicyArg {
+    Delete,
+    Keep,
+}
+
+/// Leader election: one replica reconciles, the others stand by.
+#[derive(Debug, Clone, Args)]
+pub struct LeaderArgs {
+    /// The lease's name; replicas with the same name elect one leader.
+    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = "vapi-reconciler")]
+    pub leader_election_name: String,
+    /// This replica's identity in the lease and journal (default: hostname/pid).
+    #[arg(long, env = "POD_NAME")]
+    pub holder: Option<String>,
+    /// How long one proof of holding the lock stays valid; a new leader waits this long before
+    /// its first write unless the previous one released gracefully.
+    #[arg(long, env = "LEADER_LEASE", default_value = "3s", value_parser = positive_duration)]
+    pub leader_lease: humantime::Duration,
+    /// How often the leader proves it holds the lock.
+    #[arg(long, env = "LEADER_RENEW_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub leader_renew_interval: humantime::Duration,
+    /// How often a standby tries to take the lock.
+    #[arg(long, env = "LEADER_POLL_INTERVAL", default_value = "500ms", value_parser = positive_duration)]
+    pub leader_poll_interval: humantime::Duration,
 }
 
 /// What every command that reconciles needs: the database, Vapi, and how a pass runs.
@@ -81,6 +160,8 @@ pub struct ControllerArgs {
     pub vapi: VapiArgs,
     #[command(flatten)]
     pub pass: PassArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +228,13 @@ pub struct DemoArgs {
 
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a fraction between 0 and 1, got {s:?}")),
+    }
 }
 
 fn positive_duration(s: &str) -> Result<humantime::Duration, String> {

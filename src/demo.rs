@@ -20,8 +20,11 @@ use uuid::Uuid;
 
 use crate::app::stop_on_signal;
 use crate::config::DemoArgs;
-use crate::controller::{Controller, LoopConfig};
+use crate::controller::{Controller, LoopConfig, PassSettings};
 use crate::credentials::ApiKey;
+use crate::leader::{Elector, LeaderConfig};
+use crate::reconcile::guard::GuardSettings;
+use crate::reconcile::{MANAGED_BY, OrphanPolicy, PlanSettings};
 use crate::simulator::Simulator;
 use crate::store::{MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
@@ -64,13 +67,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         LoopConfig {
             resync_interval: resync_interval.into(),
             jitter: 0.0,
+            journal_retention: Duration::from_secs(7 * 24 * 3600),
+        },
+        PassSettings {
             concurrency: 4,
+            dry_run: false,
+            plan: PlanSettings {
+                create_grace: chrono::TimeDelta::seconds(30),
+                // Orphans go at once here, so the demo shows it; the default waits 15 minutes.
+                orphan_grace: chrono::TimeDelta::zero(),
+                orphan_policy: OrphanPolicy::Delete,
+            },
+            guard: GuardSettings {
+                max_share: 0.1,
+                min_count: 50,
+            },
+        },
+        format!("demo/{}", std::process::id()),
+    );
+    let elector = Elector::new(
+        (*pool.connect_options()).clone(),
+        LeaderConfig {
+            name: "vapi-reconciler".to_owned(),
+            holder: format!("demo/{}", std::process::id()),
+            poll_interval: Duration::from_millis(500),
+            renew_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(3),
         },
     );
     let mut passes = controller.subscribe();
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    let looping = controller.run(cancel.clone());
+    let looping = controller.run(&elector, cancel.clone());
     let watching = async {
         let mut shown = HashMap::new();
         while passes.changed().await.is_ok() {
@@ -227,11 +255,31 @@ async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
         sim.delete_out_of_band(&id);
         println!("  - someone deleted the assistant of 'Bookings' in the Vapi dashboard");
     }
+    if let Some(id) = assistant("Front desk").await? {
+        // What a retried POST whose first answer was lost leaves behind.
+        if let Some(original) = sim.assistant(&id) {
+            let mut copy = original.clone();
+            if let Some(body) = copy.as_object_mut() {
+                for server_field in ["id", "orgId", "createdAt", "updatedAt"] {
+                    body.remove(server_field);
+                }
+            }
+            let org = original["orgId"].as_str().unwrap_or_default().to_owned();
+            sim.create_out_of_band(&org, copy);
+            println!(
+                "  - a duplicate of 'Front desk' appeared (a retried create), marked {MANAGED_BY}"
+            );
+        }
+    }
     sqlx::query("update agents set spec = jsonb_set(spec, '{firstMessage}', '\"Harbor Family Clinic after hours. Is this an emergency?\"') where name = 'After-hours triage'")
         .execute(pool)
         .await?;
     println!("  - the clinic saved a new greeting for 'After-hours triage' (generation 2)");
-    println!("The next pass repairs all three.\n");
+    sqlx::query("update agents set deleted_at = now() where name = 'Refill line'")
+        .execute(pool)
+        .await?;
+    println!("  - the clinic deleted the agent 'Refill line'");
+    println!("The next pass repairs all of it.\n");
     Ok(())
 }
 
@@ -257,7 +305,10 @@ async fn print_table(
     let rows: Vec<Row> = sqlx::query_as(
         "select o.name, v.name, v.generation, v.state, v.reason, v.message
          from agent_sync_status v join organizations o on o.id = v.org_id
-         order by o.name, v.name",
+         union all
+         select o.name, d.name || ' (deleted)', d.generation, d.state, d.reason, d.message
+         from agent_deletion_status d join organizations o on o.id = d.org_id
+         order by 1, 2",
     )
     .fetch_all(pool)
     .await?;
@@ -271,6 +322,7 @@ async fn print_table(
         let mark = match state.as_str() {
             "synced" => "✔",
             "failed" => "✘",
+            "deleted" => "–",
             _ => "…",
         };
         println!(

@@ -2,7 +2,8 @@
 //!
 //! Liveness means this process and its loop answer; it never depends on Vapi, because restarting
 //! the controller does not fix someone else's outage. Readiness means the database is reachable
-//! and carries every migration this binary expects.
+//! and carries every migration this binary expects; a standby is ready too (it serves HTTP and
+//! takes over when the leader goes), and both endpoints say which role this replica has.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -44,6 +45,8 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let status = state.loop_status.borrow().clone();
     Json(json!({
         "status": "ok",
+        "role": status.role,
+        "epoch": status.epoch,
         "passes": status.passes,
         "lastPassFinishedAt": status.last_pass_finished_at,
     }))
@@ -51,7 +54,10 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<HttpState>) -> Response {
     match store::unapplied_migrations(&state.pool).await {
-        Ok(missing) if missing.is_empty() => Json(json!({"status": "ready"})).into_response(),
+        Ok(missing) if missing.is_empty() => {
+            let role = state.loop_status.borrow().role;
+            Json(json!({"status": "ready", "role": role})).into_response()
+        }
         Ok(missing) => not_ready(format!("unapplied migrations: {}", missing.join(", "))),
         Err(e) => not_ready(format!("database unreachable: {e}")),
     }

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod credentials;
 pub mod demo;
 pub mod http;
+pub mod leader;
 pub mod reconcile;
 pub mod simulator;
 pub mod store;

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => vapi_reconciler::demo::run(args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Guard(args) => app::guard(args).await.map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -31,7 +31,8 @@ async fn simulator() -> (vapi_reconciler::simulator::RunningSimulator, String) {
 
 fn command(args: &[&str], url: &str, base: &str, key: &str) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
+    cmd.kill_on_drop(true)
+        .args(args)
         .env("DATABASE_URL", url)
         .env("VAPI_BASE_URL", base)
         .env("VAPI_PRIVATE_KEY", key)
@@ -180,20 +181,28 @@ async fn run_stops_cleanly_on_sigterm(pool: PgPool) {
     );
 }
 
-/// Reads log lines until one contains `marker`.
+/// Reads log lines until one contains `marker`; a test that never sees it fails instead of
+/// hanging (the bound is generous: it only catches a marker that never comes).
 async fn read_until(
     lines: &mut tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>,
     marker: &str,
     log: &mut Vec<String>,
 ) {
-    while let Some(line) = lines.next_line().await.unwrap() {
-        let found = line.contains(marker);
-        log.push(line);
-        if found {
-            return;
+    let reading = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let found = line.contains(marker);
+            log.push(line);
+            if found {
+                return true;
+            }
         }
+        false
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(60), reading).await {
+        Ok(true) => {}
+        Ok(false) => panic!("the process ended before logging {marker:?}: {log:#?}"),
+        Err(_) => panic!("no {marker:?} within 60 s: {log:#?}"),
     }
-    panic!("the process ended before logging {marker:?}: {log:#?}");
 }
 
 #[sqlx::test]
@@ -220,7 +229,7 @@ async fn sigterm_mid_pass_finishes_in_flight_writes_and_records_them(pool: PgPoo
     .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
-    read_until(&mut lines, "agent converged", &mut log).await;
+    read_until(&mut lines, "agent reconciled", &mut log).await;
     signal(&child, "-TERM").await;
     read_until(&mut lines, "pass complete", &mut log).await;
     while let Some(line) = lines.next_line().await.unwrap() {

@@ -7,6 +7,7 @@ mod common;
 use common::{agent, env, generation, org, spec, status};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use uuid::Uuid;
 use vapi_reconciler::reconcile::json::json_eq;
 use vapi_reconciler::simulator::{Fault, FaultMode};
 
@@ -45,9 +46,14 @@ async fn fifty_agents_across_three_orgs_converge(pool: PgPool) {
         for (k, v) in spec(n).as_object().unwrap() {
             assert!(json_eq(&a[k], v), "{k}: {} vs {v}", a[k]);
         }
+        let op = a["metadata"]["operationId"].as_str().unwrap();
+        assert!(
+            op.parse::<Uuid>().is_ok(),
+            "the create's operation id: {op}"
+        );
         assert_eq!(
             a["metadata"],
-            json!({"managedBy": "vapi-reconciler", "agentId": id.to_string(), "orgId": org.to_string()})
+            json!({"managedBy": "vapi-reconciler", "agentId": id.to_string(), "orgId": org.to_string(), "operationId": op})
         );
     }
 }
@@ -276,9 +282,12 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated(pool: PgPool) 
         count: Some(1),
     });
     let report = env.pass().await;
-    assert_eq!(report.failed, 1);
+    assert_eq!((report.awaiting_create, report.failed), (1, 0));
     let s = status(&pool, id).await;
-    assert_eq!(s.reason, "VapiUnavailable");
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("pending", "CreateOutcomeUnknown")
+    );
     assert!(s.message.contains("adopts"), "{}", s.message);
     assert_eq!(
         env.assistants_of(id).len(),

@@ -6,17 +6,18 @@ mod common;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use vapi_reconciler::controller::LoopStatus;
 use vapi_reconciler::http::{self, HttpState};
 use vapi_reconciler::simulator::{Fault, FaultMode};
 
-async fn serve(pool: PgPool, env: &common::TestEnv) -> (String, CancellationToken) {
+async fn serve(
+    pool: PgPool,
+    loop_status: tokio::sync::watch::Receiver<LoopStatus>,
+) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
-    let state = HttpState {
-        pool,
-        loop_status: env.controller.subscribe(),
-    };
+    let state = HttpState { pool, loop_status };
     tokio::spawn(http::serve(listener, state, cancel.clone()));
     (base, cancel)
 }
@@ -29,7 +30,7 @@ async fn get(url: String) -> (u16, Value) {
 #[sqlx::test]
 async fn ready_with_a_migrated_database_and_live_regardless_of_vapi(pool: PgPool) {
     let env = common::env(pool.clone()).await;
-    let (base, cancel) = serve(pool, &env).await;
+    let (base, cancel) = serve(pool, env.controller.subscribe()).await;
     let (status, body) = get(format!("{base}/readyz")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
     let (status, body) = get(format!("{base}/healthz")).await;
@@ -52,8 +53,8 @@ async fn ready_with_a_migrated_database_and_live_regardless_of_vapi(pool: PgPool
 
 #[sqlx::test(migrations = false)]
 async fn not_ready_while_migrations_are_missing(pool: PgPool) {
-    let env = common::env(pool.clone()).await;
-    let (base, cancel) = serve(pool.clone(), &env).await;
+    let (_keep, status) = tokio::sync::watch::channel(LoopStatus::default());
+    let (base, cancel) = serve(pool.clone(), status).await;
     let (status, body) = get(format!("{base}/readyz")).await;
     assert_eq!(status, 503);
     assert!(

@@ -19,6 +19,15 @@ pub enum Reason {
     AssistantRecreated,
     AssistantGone,
     InvalidSpec,
+    /// A create was sent and its outcome is unknown: waiting for it to show up before retrying.
+    CreateOutcomeUnknown,
+    Deleted,
+    AssistantPinned,
+    /// The agent is in observe-only mode and its assistant differs.
+    ObserveOnly,
+    /// The controller runs with `--dry-run` and the assistant differs.
+    DryRun,
+    Paused,
     VapiRejected,
     VapiUnauthorized,
     VapiForbidden,
@@ -41,6 +50,12 @@ impl Reason {
             Self::AssistantRecreated => "AssistantRecreated",
             Self::AssistantGone => "AssistantGone",
             Self::InvalidSpec => "InvalidSpec",
+            Self::CreateOutcomeUnknown => "CreateOutcomeUnknown",
+            Self::Deleted => "Deleted",
+            Self::AssistantPinned => "AssistantPinned",
+            Self::ObserveOnly => "ObserveOnly",
+            Self::DryRun => "DryRun",
+            Self::Paused => "Paused",
             Self::VapiRejected => "VapiRejected",
             Self::VapiUnauthorized => "VapiUnauthorized",
             Self::VapiForbidden => "VapiForbidden",
@@ -61,6 +76,9 @@ impl Reason {
             VapiError::Forbidden { .. } => Self::VapiForbidden,
             // A 404 on a write is handled by recreating; one that still surfaces is unexpected.
             VapiError::NotFound | VapiError::UnexpectedStatus { .. } => Self::VapiUnexpectedStatus,
+            VapiError::Conflict { error, .. } if error == "assistant_pinned" => {
+                Self::AssistantPinned
+            }
             VapiError::Conflict { .. } => Self::VapiConflict,
             VapiError::RateLimited { .. } => Self::VapiRateLimited,
             VapiError::Server { .. } => Self::VapiUnavailable,
@@ -102,6 +120,26 @@ impl Outcome {
             drift: Vec::new(),
             attempted: reason != Reason::InSync && reason != Reason::Adopted,
         }
+    }
+
+    /// A state other than synced or failed (pending, drifted, paused, deleted).
+    pub fn other(
+        agent_id: Uuid,
+        generation: i64,
+        state: SyncState,
+        reason: Reason,
+        message: String,
+        attempted: bool,
+    ) -> Self {
+        Self {
+            state,
+            ..Self::failed(agent_id, generation, reason, message, attempted)
+        }
+    }
+
+    pub fn with_assistant(mut self, assistant_id: Option<String>) -> Self {
+        self.assistant_id = assistant_id;
+        self
     }
 
     pub fn failed(
@@ -147,6 +185,9 @@ pub fn failure_message(what: &str, err: &VapiError, key_fingerprint: &str) -> St
     let advice = match err {
         VapiError::BadRequest { .. } => {
             " Fix the agent's name or spec; the controller tries again on every pass.".to_owned()
+        }
+        VapiError::Conflict { error, .. } if error == "assistant_pinned" => {
+            " Unpin it in Vapi; the controller tries again on every pass.".to_owned()
         }
         VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => format!(
             " The key in use has fingerprint {key_fingerprint}; check VAPI_PRIVATE_KEY_FILE or VAPI_PRIVATE_KEY."

@@ -1,48 +1,85 @@
-//! One reconcile pass: read desired state, list actual state, plan (pure), execute, record.
+//! One reconcile pass: read desired state, list actual state, plan (pure), guard, execute, record.
 //!
 //! ```text
-//!  Postgres ──1 query──▶ agents ─┐
-//!                                ├─▶ reconcile::plan ─▶ decisions ─▶ execute (≤ C writes at once)
-//!  Vapi ──paged LIST──▶ assistants┘                                      │
-//!                                                                        ▼
-//!                                              status batches ──▶ Postgres (agent_status)
+//!  Postgres ──1 query──▶ agents + status + intents ─┐
+//!                                                   ├─▶ reconcile::plan ─▶ guard ─▶ intents ─▶ execute
+//!  Vapi ──paged LIST──▶ assistants ─────────────────┘     (pure)          (pure)   (fenced)   (≤ C at once)
+//!                                                                                              │
+//!                                 journal (append) + status & settled intents (fenced) ◀───────┘
 //! ```
-//! A pass never stops for one agent: each decision ends in an [`Outcome`], failures included.
-//! There are no retry loops inside a pass; the next pass is the retry.
+//! A pass never stops for one agent: each decision ends in an outcome, failures included.
+//! There are no retry loops inside a pass; the next pass is the retry. The blast-radius guard
+//! stops a pass before its first write when it would destroy too much, until an operator confirms.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::outcome::{Outcome, Reason, failure_message, keys_of};
+use super::execute::{self, Done, Gate};
+use super::outcome::{Outcome, Reason, failure_message};
 use crate::credentials::ApiKey;
-use crate::reconcile::{self, Action, ActualAssistant, Decision};
+use crate::leader::Fence;
+use crate::reconcile::guard::{self, GuardSettings, Impact};
+use crate::reconcile::{
+    self, Action, ActualAssistant, CreateIntent, Plan, PlanInput, PlanSettings, StrayAction,
+};
 use crate::store::{RecordedStatus, Store, StoreError, SyncState};
 use crate::vapi::{VapiClient, VapiError};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PassReport {
+    /// Live agents (not deleted).
     pub agents: usize,
+    /// Agents with `deleted_at` set that the pass still looked at.
+    pub deleted_agents: usize,
     pub assistants_listed: usize,
+    /// Listed assistants carrying the ownership marker.
+    pub managed: usize,
+    /// Listed assistants without it: never touched.
+    pub unmanaged: usize,
     pub in_sync: usize,
     pub created: usize,
     pub patched: usize,
     pub recreated: usize,
     pub adopted: usize,
+    /// Assistants deleted because their agent is deleted.
+    pub deleted: usize,
+    pub duplicates_deleted: usize,
+    /// Marked assistants whose agent no longer exists.
+    pub orphans: usize,
+    pub orphans_deleted: usize,
+    /// Agents waiting for a create with an unknown outcome.
+    pub awaiting_create: usize,
+    /// Agents left differing on purpose (observe-only, paused, dry-run).
+    pub not_enforced: usize,
     pub failed: usize,
-    /// Decisions not executed because shutdown began.
+    /// Writes not started because shutdown began or leadership could not be proven.
     pub skipped: usize,
     pub status_writes: usize,
+    pub journal_entries: usize,
+    pub dry_run: bool,
     /// Why the assistants could not be listed, when they could not.
     pub list_error: Option<String>,
+    /// The guard stopped this pass before its first write.
+    pub blocked: Option<Blocked>,
+    /// The guard's limit was exceeded and this confirmed block let the pass run.
+    pub confirmed_block: Option<i64>,
     /// Wall time of the pass, in seconds.
     #[serde(rename = "duration_seconds", with = "as_seconds")]
     pub duration: Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Blocked {
+    pub block_id: i64,
+    #[serde(flatten)]
+    pub impact: Impact,
 }
 
 mod as_seconds {
@@ -60,25 +97,52 @@ pub enum PassError {
     Store(#[from] StoreError),
 }
 
+impl PassError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// Knobs of a pass.
+#[derive(Debug, Clone)]
+pub struct PassSettings {
+    pub concurrency: usize,
+    /// Compute and report, write nothing to Vapi.
+    pub dry_run: bool,
+    pub plan: PlanSettings,
+    pub guard: GuardSettings,
+}
+
 /// The parts a pass needs.
 pub struct PassContext<'a> {
     pub store: &'a Store,
     pub vapi: &'a VapiClient,
     pub key: &'a ApiKey,
-    pub concurrency: usize,
+    pub settings: &'a PassSettings,
+    pub fence: &'a Fence,
+    pub gate: &'a (dyn Gate + Sync),
+    /// This replica's identity, for the journal.
+    pub holder: &'a str,
     pub cancel: &'a CancellationToken,
 }
 
-/// Status rows are flushed in batches of at most this many, as outcomes arrive.
+/// Outcomes are flushed in batches of at most this many, as they arrive.
 const STATUS_BATCH: usize = 500;
+
+/// How many of the guarded actions a block records for the operator.
+const BLOCK_SAMPLE: usize = 20;
 
 pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
     let started = Instant::now();
     let rows = ctx.store.load_agents().await?;
     let mut report = PassReport {
-        agents: rows.len(),
+        dry_run: ctx.settings.dry_run,
         ..PassReport::default()
     };
+    report.deleted_agents = rows.iter().filter(|(a, _)| a.deleted).count();
+    report.agents = rows.len() - report.deleted_agents;
     let recorded: HashMap<Uuid, RecordedStatus> = rows
         .iter()
         .filter_map(|(a, r)| r.clone().map(|r| (a.id, r)))
@@ -94,12 +158,20 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
             report.list_error = Some(err.to_string());
             let outcomes = agents
                 .iter()
-                .map(|a| match reconcile::desired_body(a) {
-                    Err(problems) => invalid(a.id, a.generation, &problems),
-                    Ok(_) => {
-                        let message =
-                            failure_message("list assistants", &err, ctx.key.fingerprint());
-                        Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
+                .map(|a| {
+                    let status = match reconcile::desired_body(a) {
+                        Err(problems) if !a.deleted => {
+                            execute::invalid(a.id, a.generation, &problems)
+                        }
+                        _ => {
+                            let message =
+                                failure_message("list assistants", &err, ctx.key.fingerprint());
+                            Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
+                        }
+                    };
+                    Done {
+                        status: Some(status),
+                        ..Done::default()
                     }
                 })
                 .collect();
@@ -109,8 +181,68 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         }
     };
     report.assistants_listed = assistants.len();
-    let decisions = reconcile::plan(&agents, &assistants);
-    finish(ctx, decisions, &recorded, report, started).await
+    let orphans_seen = ctx.store.orphan_sightings().await?;
+    let now = Utc::now();
+    let plan = reconcile::plan(&PlanInput {
+        agents: &agents,
+        assistants: &assistants,
+        orphans_seen: &orphans_seen,
+        now,
+        settings: &ctx.settings.plan,
+    });
+    report.managed = plan.managed;
+    report.unmanaged = plan.unmanaged;
+    report.orphans = plan.strays.len();
+    if !plan.strays.is_empty() || !orphans_seen.is_empty() {
+        let sightings: Vec<_> = plan
+            .strays
+            .iter()
+            .map(|s| (s.assistant_id.clone(), s.agent_id, s.first_seen))
+            .collect();
+        ctx.store.record_orphans(ctx.fence, &sightings).await?;
+    }
+    for s in &plan.strays {
+        if s.action != StrayAction::Delete {
+            tracing::warn!(assistant_id = %s.assistant_id, agent_id = %s.agent_id, action = ?s.action, "orphaned assistant: its agent no longer exists");
+        }
+    }
+
+    let impact = guard::assess(&plan, ctx.settings.dry_run, ctx.settings.guard);
+    if impact.exceeded() {
+        match ctx.store.guard_confirmation(&impact).await? {
+            Some(id) => {
+                tracing::warn!(
+                    block_id = id,
+                    deletes = impact.deletes,
+                    recreates = impact.recreates,
+                    limit = impact.limit,
+                    "blast-radius limit exceeded; proceeding under an operator's confirmation"
+                );
+                report.confirmed_block = Some(id);
+            }
+            None => {
+                let id = ctx
+                    .store
+                    .record_guard_block(ctx.fence, &impact, &sample(&plan))
+                    .await?;
+                tracing::error!(
+                    block_id = id,
+                    deletes = impact.deletes,
+                    recreates = impact.recreates,
+                    fleet = impact.fleet,
+                    limit = impact.limit,
+                    "pass blocked: it would delete or recreate more assistants than allowed; nothing was written. Confirm with `vapi-reconciler guard confirm {id}` if this is intended"
+                );
+                report.blocked = Some(Blocked {
+                    block_id: id,
+                    impact,
+                });
+                report.duration = started.elapsed();
+                return Ok(report);
+            }
+        }
+    }
+    execute_plan(ctx, plan, &recorded, report, started).await
 }
 
 async fn list(ctx: &PassContext<'_>) -> Result<Vec<ActualAssistant>, VapiError> {
@@ -121,36 +253,90 @@ async fn list(ctx: &PassContext<'_>) -> Result<Vec<ActualAssistant>, VapiError> 
         .collect())
 }
 
-/// Executes the decisions with bounded concurrency while a writer flushes status batches.
-async fn finish(
+/// A few of the destructive actions, for the operator who reads a block.
+fn sample(plan: &Plan) -> serde_json::Value {
+    let mut out = Vec::new();
+    for d in &plan.decisions {
+        match &d.action {
+            Action::Delete { assistant_ids } => out.push(json!({"action": "delete", "agentId": d.agent_id, "assistantIds": assistant_ids})),
+            Action::Recreate { previous_id, .. } => out.push(json!({"action": "recreate", "agentId": d.agent_id, "missingAssistantId": previous_id})),
+            _ => {}
+        }
+        if !d.duplicates.is_empty() {
+            out.push(json!({"action": "delete-duplicates", "agentId": d.agent_id, "assistantIds": d.duplicates}));
+        }
+    }
+    out.extend(
+        plan.strays
+            .iter()
+            .filter(|s| s.action == StrayAction::Delete)
+            .map(|s| json!({"action": "delete-orphan", "agentId": s.agent_id, "assistantId": s.assistant_id})),
+    );
+    out.truncate(BLOCK_SAMPLE);
+    serde_json::Value::Array(out)
+}
+
+enum Work {
+    Agent(reconcile::Decision, Option<Uuid>),
+    Stray(reconcile::Stray),
+}
+
+/// Records create intents, then executes with bounded concurrency while a writer flushes
+/// outcomes in batches.
+async fn execute_plan(
     ctx: &PassContext<'_>,
-    decisions: Vec<Decision>,
+    plan: Plan,
     recorded: &HashMap<Uuid, RecordedStatus>,
     mut report: PassReport,
     started: Instant,
 ) -> Result<PassReport, PassError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Outcome>(STATUS_BATCH);
+    let enforcing = |d: &reconcile::Decision| {
+        !ctx.settings.dry_run && d.mode == reconcile::Mode::Enforce && !ctx.cancel.is_cancelled()
+    };
+    let now = Utc::now();
+    let mut intents = Vec::new();
+    let mut work = Vec::with_capacity(plan.decisions.len() + plan.strays.len());
+    for d in plan.decisions {
+        let creates = matches!(d.action, Action::Create { .. } | Action::Recreate { .. });
+        let op = (creates && enforcing(&d)).then(Uuid::new_v4);
+        if let Some(op) = op {
+            intents.push((
+                d.agent_id,
+                CreateIntent {
+                    operation_id: op,
+                    generation: d.generation,
+                    started_at: now,
+                },
+            ));
+        }
+        work.push(Work::Agent(d, op));
+    }
+    if !ctx.settings.dry_run {
+        work.extend(
+            plan.strays
+                .into_iter()
+                .filter(|s| s.action == StrayAction::Delete)
+                .map(Work::Stray),
+        );
+    }
+    // Before any POST: a crash from here on leaves intents, and the next pass adopts or waits.
+    ctx.store.record_intents(ctx.fence, &intents).await?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Done>(STATUS_BATCH);
     let executor = async move {
-        let mut skipped = 0;
-        let mut results = futures::stream::iter(decisions)
-            .map(|d| async move {
-                if ctx.cancel.is_cancelled() && is_write(&d.action) {
-                    return None;
+        let mut results = futures::stream::iter(work)
+            .map(|w| async move {
+                match w {
+                    Work::Agent(d, op) => execute::decision(ctx, d, op).await,
+                    Work::Stray(s) => execute::stray(ctx, s).await,
                 }
-                Some(execute(ctx, d).await)
             })
-            .buffer_unordered(ctx.concurrency);
-        while let Some(result) = results.next().await {
-            match result {
-                Some(outcome) => {
-                    if tx.send(outcome).await.is_err() {
-                        break;
-                    }
-                }
-                None => skipped += 1,
+            .buffer_unordered(ctx.settings.concurrency);
+        while let Some(done) = results.next().await {
+            if tx.send(done).await.is_err() {
+                break;
             }
         }
-        skipped
     };
     let writer = async {
         let mut batch = Vec::with_capacity(STATUS_BATCH);
@@ -159,223 +345,75 @@ async fn finish(
         }
         Ok::<_, PassError>(())
     };
-    let (skipped, written) = tokio::join!(executor, writer);
+    let ((), written) = tokio::join!(executor, writer);
     written?;
-    report.skipped = skipped;
     report.duration = started.elapsed();
     Ok(report)
 }
 
-fn is_write(action: &Action) -> bool {
-    !matches!(action, Action::InSync { .. } | Action::Invalid { .. })
-}
-
-/// Counts outcomes and writes those that change what the status table says.
+/// Counts outcomes, appends their journal entries, and writes the statuses that change what the
+/// status table says together with the intents they settle.
 async fn record(
     ctx: &PassContext<'_>,
-    outcomes: Vec<Outcome>,
+    done: Vec<Done>,
     recorded: &HashMap<Uuid, RecordedStatus>,
     report: &mut PassReport,
 ) -> Result<(), PassError> {
-    let mut updates = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        match (o.state, o.reason) {
-            (SyncState::Failed, _) => {
-                report.failed += 1;
-                tracing::warn!(agent_id = %o.agent_id, reason = o.reason.as_str(), message = %o.message, "agent failed");
-            }
-            (_, Reason::InSync) => report.in_sync += 1,
-            (_, Reason::Created) => report.created += 1,
-            (_, Reason::Patched) => report.patched += 1,
-            (_, Reason::AssistantRecreated) => report.recreated += 1,
-            (_, Reason::Adopted) => report.adopted += 1,
-            _ => {}
-        }
-        if o.state != SyncState::Failed && o.reason != Reason::InSync {
-            tracing::info!(agent_id = %o.agent_id, reason = o.reason.as_str(), assistant_id = o.assistant_id.as_deref().unwrap_or(""), message = %o.message, "agent converged");
-        }
+    let mut updates = Vec::with_capacity(done.len());
+    let mut journal = Vec::new();
+    let mut settled = Vec::new();
+    for d in done {
+        journal.extend(d.journal);
+        settled.extend(d.settle_intent);
+        report.duplicates_deleted += d.duplicates_deleted;
+        report.orphans_deleted += d.orphans_deleted;
+        report.deleted += d.assistants_deleted;
+        report.skipped += usize::from(d.skipped);
+        let Some(o) = d.status else { continue };
+        count(&o, report);
         if !already_recorded(&o, recorded.get(&o.agent_id)) {
             updates.push(o.to_update());
         }
     }
-    ctx.store.write_status(&updates).await?;
+    // The journal first: it must hold every write even if this replica was just deposed.
+    ctx.store.append_journal(&journal).await?;
+    report.journal_entries += journal.len();
+    ctx.store
+        .write_outcomes(ctx.fence, &updates, &settled)
+        .await?;
     report.status_writes += updates.len();
     Ok(())
 }
 
-/// An agent that was, and still is, in sync with the same assistant needs no status write.
-fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
-    o.reason == Reason::InSync
-        && recorded.is_some_and(|r| {
-            r.state == Some(SyncState::Synced)
-                && r.observed_generation == o.generation
-                && r.assistant_id == o.assistant_id
-        })
-}
-
-async fn execute(ctx: &PassContext<'_>, decision: Decision) -> Outcome {
-    let Decision {
-        agent_id,
-        generation,
-        action,
-    } = decision;
-    let fp = ctx.key.fingerprint();
-    match action {
-        Action::InSync {
-            assistant_id,
-            adopted: false,
-        } => Outcome::synced(
-            agent_id,
-            generation,
-            Reason::InSync,
-            &assistant_id,
-            format!("Assistant {assistant_id} matches generation {generation}."),
-        ),
-        Action::InSync {
-            assistant_id,
-            adopted: true,
-        } => Outcome::synced(
-            agent_id,
-            generation,
-            Reason::Adopted,
-            &assistant_id,
-            format!(
-                "Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {generation}."
-            ),
-        ),
-        Action::Invalid { problems } => invalid(agent_id, generation, &problems),
-        Action::Create { body } => match ctx.vapi.create(ctx.key, &body).await {
-            Ok(created) => match id_of(&created) {
-                Some(id) => Outcome::synced(
-                    agent_id,
-                    generation,
-                    Reason::Created,
-                    &id,
-                    format!("Created assistant {id}."),
-                ),
-                None => bad_answer(agent_id, generation, "create"),
-            },
-            Err(err) => Outcome::failed(
-                agent_id,
-                generation,
-                Reason::of(&err),
-                failure_message("create the assistant", &err, fp),
-                true,
-            ),
-        },
-        Action::Recreate { previous_id, body } => {
-            recreate(ctx, agent_id, generation, &previous_id, &body).await
+fn count(o: &Outcome, report: &mut PassReport) {
+    match (o.state, o.reason) {
+        (SyncState::Failed, _) => {
+            report.failed += 1;
+            tracing::warn!(agent_id = %o.agent_id, reason = o.reason.as_str(), message = %o.message, "agent failed");
         }
-        Action::Patch {
-            assistant_id,
-            patch,
-            drift,
-            adopted,
-        } => match ctx.vapi.update(ctx.key, &assistant_id, &patch).await {
-            Ok(_) => {
-                let adopted = if adopted {
-                    "Adopted assistant and patched"
-                } else {
-                    "Patched"
-                };
-                let message = format!(
-                    "{adopted} {} on assistant {assistant_id}; differing fields: {}.",
-                    keys_of(&patch),
-                    drift.join(", ")
-                );
-                Outcome::synced(
-                    agent_id,
-                    generation,
-                    Reason::Patched,
-                    &assistant_id,
-                    message,
-                )
-                .with_drift(drift)
-            }
-            // Deleted between the listing and the patch: the next pass sees it gone and recreates.
-            Err(VapiError::NotFound) => Outcome {
-                state: SyncState::Pending,
-                ..Outcome::failed(
-                    agent_id,
-                    generation,
-                    Reason::AssistantGone,
-                    format!(
-                        "Assistant {assistant_id} was deleted from Vapi while being patched; the next pass recreates it."
-                    ),
-                    true,
-                )
-            },
-            Err(err) => Outcome::failed(
-                agent_id,
-                generation,
-                Reason::of(&err),
-                failure_message(&format!("patch assistant {assistant_id}"), &err, fp),
-                true,
-            )
-            .with_drift(drift),
-        },
+        (SyncState::Drifted | SyncState::Paused, _) => report.not_enforced += 1,
+        (_, Reason::InSync) => report.in_sync += 1,
+        (_, Reason::Created) => report.created += 1,
+        (_, Reason::Patched) => report.patched += 1,
+        (_, Reason::AssistantRecreated) => report.recreated += 1,
+        (_, Reason::Adopted) => report.adopted += 1,
+        (_, Reason::CreateOutcomeUnknown) => report.awaiting_create += 1,
+        _ => {}
+    }
+    if o.attempted && o.state != SyncState::Failed {
+        tracing::info!(agent_id = %o.agent_id, state = o.state.as_str(), reason = o.reason.as_str(), assistant_id = o.assistant_id.as_deref().unwrap_or(""), message = %o.message, "agent reconciled");
     }
 }
 
-async fn recreate(
-    ctx: &PassContext<'_>,
-    agent_id: Uuid,
-    generation: i64,
-    previous_id: &str,
-    body: &serde_json::Map<String, Value>,
-) -> Outcome {
-    match ctx.vapi.create(ctx.key, body).await {
-        Ok(created) => match id_of(&created) {
-            Some(id) => Outcome::synced(
-                agent_id,
-                generation,
-                Reason::AssistantRecreated,
-                &id,
-                format!(
-                    "Assistant {previous_id} no longer exists in Vapi; created {id} in its place."
-                ),
-            ),
-            None => bad_answer(agent_id, generation, "create"),
-        },
-        Err(err) => Outcome::failed(
-            agent_id,
-            generation,
-            Reason::of(&err),
-            failure_message(
-                &format!("recreate the assistant (the recorded {previous_id} is gone)"),
-                &err,
-                ctx.key.fingerprint(),
-            ),
-            true,
-        ),
-    }
-}
-
-fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {
-    Outcome::failed(
-        agent_id,
-        generation,
-        Reason::InvalidSpec,
-        format!(
-            "The spec cannot be sent to Vapi: {}. Nothing was sent.",
-            problems.join("; ")
-        ),
-        false,
-    )
-}
-
-fn id_of(v: &Value) -> Option<String> {
-    v.get("id")?.as_str().map(str::to_owned)
-}
-
-fn bad_answer(agent_id: Uuid, generation: i64, what: &str) -> Outcome {
-    Outcome::failed(
-        agent_id,
-        generation,
-        Reason::VapiBadResponse,
-        format!(
-            "Vapi accepted the {what} but its answer carried no assistant id; the next pass adopts the assistant by its ownership marker."
-        ),
-        true,
-    )
+/// Nothing was attempted and the status table already says this: no write. An agent that was,
+/// and still is, synced with the same assistant keeps its row (and the reason it got synced).
+fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
+    !o.attempted
+        && recorded.is_some_and(|r| {
+            r.state == Some(o.state)
+                && (r.reason == o.reason.as_str() || o.reason == Reason::InSync)
+                && r.observed_generation == o.generation
+                && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id)
+                && r.drift == o.drift
+        })
 }

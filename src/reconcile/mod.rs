@@ -1,24 +1,40 @@
-//! PURE reconcile core: desired agents + listed assistants → one [`Decision`] per agent.
+//! PURE reconcile core: desired agents + listed assistants + what the controller remembers →
+//! a [`Plan`]: one [`Decision`] per agent and one [`Stray`] per orphaned assistant.
 //!
-//! No I/O lives here (no tokio, sqlx or reqwest): the controller feeds in what it read and
-//! executes what comes out, so every rule below is a plain `#[test]`.
+//! No I/O lives here (no tokio, sqlx or reqwest) and time is passed in: the controller feeds in
+//! what it read and executes what comes out, so every rule below is a plain `#[test]`.
+//!
+//! Ownership: an assistant is the controller's when its `metadata` carries the marker
+//! (`managedBy`, `agentId`, `orgId`, and `operationId` of the create that made it), or when the
+//! agent's status records its id. Anything else is unmanaged: counted, never touched.
 //!
 //! Rules, in order, for one agent:
-//! 1. Its spec must be something the controller can send ([`desired_body`]); otherwise the agent
+//! 1. A deleted agent (`deleted_at` set) gets every assistant it owns deleted
+//!    ([`Action::Delete`]), then is [`Action::Deleted`]; an unresolved create waits first.
+//! 2. Its spec must be something the controller can send ([`desired_body`]); otherwise the agent
 //!    is [`Action::Invalid`] and nothing is sent to Vapi.
-//! 2. Its assistant is the one recorded in its status, if Vapi still lists it; else the oldest
-//!    assistant whose ownership marker names the agent (adoption: a create whose answer was lost,
-//!    or a lost status row, never turns into a second assistant); else there is none.
-//! 3. No assistant: [`Action::Create`], or [`Action::Recreate`] when one was recorded (it is gone).
-//! 4. Otherwise the desired body is compared with the assistant on parsed JSON, key by key; only
-//!    keys the controller sets are looked at, so server-added fields never count as drift. Any
-//!    difference gives [`Action::Patch`] carrying the differing **top-level keys whole**, because
-//!    Vapi replaces each sent key wholesale (a partial `model` would wipe the system prompt).
+//! 3. Its assistant is the recorded one, if Vapi lists it; else the marked one whose
+//!    `operationId` matches the outstanding create intent; else the oldest marked one
+//!    (adoption: a create whose answer was lost, or a lost status row, never becomes a second
+//!    assistant). Every other marked assistant of the agent is a duplicate, to be deleted.
+//! 4. No assistant: [`Action::Create`] (or [`Action::Recreate`] when one was recorded), unless a
+//!    create with an unknown outcome is younger than the grace period: then
+//!    [`Action::AwaitCreate`], because that POST may still land. POST is never retried blindly.
+//! 5. Otherwise the desired body is compared with the assistant on parsed JSON; any difference
+//!    gives [`Action::Patch`] carrying the differing **top-level keys whole**, because Vapi
+//!    replaces each sent key wholesale (a partial `model` would wipe the system prompt).
+//!
+//! Marked assistants whose agent no longer exists are [`Stray`]s: deleted once they have been
+//! seen for the orphan grace period (policy `delete`), or only reported (policy `keep`).
+//! The plan says what enforcing would do; management modes, dry-run and the blast-radius
+//! [`guard`] decide what of it runs.
 
+pub mod guard;
 pub mod json;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -39,6 +55,38 @@ const SERVER_FIELDS: &[&str] = &[
     "workflowIds",
 ];
 
+/// How far the controller may act on one agent (`agents.management_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Converge: create, patch, recreate, delete.
+    #[default]
+    Enforce,
+    /// Compute and report drift, write nothing to Vapi.
+    Observe,
+    /// Hands off: write nothing to Vapi; the status says paused.
+    Paused,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Observe => "observe",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(Self::Enforce),
+            "observe" => Some(Self::Observe),
+            "paused" => Some(Self::Paused),
+            _ => None,
+        }
+    }
+}
+
 /// One agent as the writer saved it, plus what the controller recorded about it.
 #[derive(Debug, Clone)]
 pub struct DesiredAgent {
@@ -48,7 +96,20 @@ pub struct DesiredAgent {
     /// As stored in `agents.spec` (any JSON: it is checked here), or why it could not be read.
     pub spec: Result<Value, String>,
     pub generation: i64,
+    pub mode: Mode,
+    /// `deleted_at` is set: the agent's assistants are to be deleted.
+    pub deleted: bool,
     pub recorded_assistant_id: Option<String>,
+    /// A create that was sent (or about to be) and whose outcome is not known yet.
+    pub intent: Option<CreateIntent>,
+}
+
+/// The record, written before a POST, that a create is in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateIntent {
+    pub operation_id: Uuid,
+    pub generation: i64,
+    pub started_at: DateTime<Utc>,
 }
 
 /// One assistant as `GET /assistant` returned it.
@@ -58,6 +119,14 @@ pub struct ActualAssistant {
     /// Vapi's ISO-8601 timestamp (fixed millisecond format, so string order is time order).
     pub created_at: String,
     pub body: Map<String, Value>,
+}
+
+/// The ownership marker an assistant carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    pub agent_id: Uuid,
+    pub org_id: Option<String>,
+    pub operation_id: Option<Uuid>,
 }
 
 impl ActualAssistant {
@@ -79,14 +148,41 @@ impl ActualAssistant {
         })
     }
 
-    /// The agent this assistant's ownership marker names, if it carries our marker.
-    pub fn managed_agent(&self) -> Option<Uuid> {
+    /// This assistant's ownership marker, if it carries ours.
+    pub fn marker(&self) -> Option<Marker> {
         let metadata = self.body.get("metadata")?.as_object()?;
         if metadata.get("managedBy")?.as_str()? != MANAGED_BY {
             return None;
         }
-        metadata.get("agentId")?.as_str()?.parse().ok()
+        let text = |k: &str| metadata.get(k).and_then(Value::as_str);
+        Some(Marker {
+            agent_id: text("agentId")?.parse().ok()?,
+            org_id: text("orgId").map(str::to_owned),
+            operation_id: text("operationId").and_then(|s| s.parse().ok()),
+        })
     }
+
+    /// The agent this assistant's ownership marker names, if it carries our marker.
+    pub fn managed_agent(&self) -> Option<Uuid> {
+        self.marker().map(|m| m.agent_id)
+    }
+}
+
+/// Knobs of the plan.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    /// How long a create with an unknown outcome is waited for before a new create is allowed.
+    pub create_grace: TimeDelta,
+    /// How long an orphan must have been seen before it is deleted.
+    pub orphan_grace: TimeDelta,
+    pub orphan_policy: OrphanPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanPolicy {
+    Delete,
+    Keep,
 }
 
 /// What to do for one agent.
@@ -105,6 +201,11 @@ pub enum Action {
         previous_id: String,
         body: Map<String, Value>,
     },
+    /// A create's outcome is unknown and it may still land: wait, do not create again.
+    AwaitCreate {
+        operation_id: Uuid,
+        until: DateTime<Utc>,
+    },
     Patch {
         assistant_id: String,
         /// Whole top-level keys, ready to send.
@@ -113,23 +214,141 @@ pub enum Action {
         drift: Vec<String>,
         adopted: bool,
     },
+    /// The agent is deleted and these assistants of it still exist.
+    Delete {
+        assistant_ids: Vec<String>,
+    },
+    /// The agent is deleted and nothing of it is left in Vapi.
+    Deleted,
     /// The spec cannot be sent; every problem, each naming the field.
     Invalid {
         problems: Vec<String>,
     },
 }
 
+impl Action {
+    /// Whether executing this action writes to Vapi.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Self::Create { .. } | Self::Recreate { .. } | Self::Patch { .. } | Self::Delete { .. }
+        )
+    }
+
+    /// A short verb for logs, reports and the journal.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::InSync { adopted: true, .. } => "adopt",
+            Self::InSync { .. } => "none",
+            Self::Create { .. } => "create",
+            Self::Recreate { .. } => "recreate",
+            Self::AwaitCreate { .. } => "await-create",
+            Self::Patch { .. } => "patch",
+            Self::Delete { .. } => "delete",
+            Self::Deleted => "none",
+            Self::Invalid { .. } => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub agent_id: Uuid,
+    pub org_id: Uuid,
     pub generation: i64,
+    pub mode: Mode,
     pub action: Action,
+    /// Other marked assistants of this agent, to be deleted (the kept one is in `action`).
+    pub duplicates: Vec<String>,
+    /// The outstanding create intent, when the action settles it (found, or to be replaced).
+    pub intent: Option<CreateIntent>,
 }
 
-/// Decides for every agent against one listing of the assistants its credential can see.
-pub fn plan(agents: &[DesiredAgent], assistants: &[ActualAssistant]) -> Vec<Decision> {
-    let index = Index::new(assistants);
-    agents.iter().map(|agent| decide(agent, &index)).collect()
+/// A marked assistant whose agent no longer exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stray {
+    pub assistant_id: String,
+    pub agent_id: Uuid,
+    pub first_seen: DateTime<Utc>,
+    pub action: StrayAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StrayAction {
+    Delete,
+    /// Seen too recently to delete; deleted from this time on.
+    Wait {
+        until: DateTime<Utc>,
+    },
+    /// Policy `keep`: reported only.
+    Keep,
+}
+
+/// Everything a pass would do against one listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+    pub strays: Vec<Stray>,
+    /// Listed assistants carrying our marker.
+    pub managed: usize,
+    /// Listed assistants without it: never touched.
+    pub unmanaged: usize,
+}
+
+/// What the plan needs besides agents and assistants.
+pub struct PlanInput<'a> {
+    pub agents: &'a [DesiredAgent],
+    pub assistants: &'a [ActualAssistant],
+    /// When each currently known orphan was first seen.
+    pub orphans_seen: &'a HashMap<String, DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    pub settings: &'a PlanSettings,
+}
+
+/// Decides for every agent, and every orphan, against one listing of the assistants a
+/// credential can see.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let index = Index::new(input.assistants);
+    let decisions = input
+        .agents
+        .iter()
+        .map(|agent| decide(agent, &index, input.now, input.settings))
+        .collect();
+    let known: HashSet<Uuid> = input.agents.iter().map(|a| a.id).collect();
+    let mut strays: Vec<Stray> = index
+        .by_agent
+        .iter()
+        .filter(|(agent, _)| !known.contains(agent))
+        .flat_map(|(agent, list)| list.iter().map(move |a| (*agent, *a)))
+        .map(|(agent_id, a)| {
+            let first_seen = input
+                .orphans_seen
+                .get(&a.id)
+                .copied()
+                .unwrap_or(input.now)
+                .min(input.now);
+            let until = first_seen + input.settings.orphan_grace;
+            let action = match input.settings.orphan_policy {
+                OrphanPolicy::Keep => StrayAction::Keep,
+                OrphanPolicy::Delete if until <= input.now => StrayAction::Delete,
+                OrphanPolicy::Delete => StrayAction::Wait { until },
+            };
+            Stray {
+                assistant_id: a.id.clone(),
+                agent_id,
+                first_seen,
+                action,
+            }
+        })
+        .collect();
+    strays.sort_by(|x, y| x.assistant_id.cmp(&y.assistant_id));
+    let managed = index.by_agent.values().map(Vec::len).sum();
+    Plan {
+        decisions,
+        strays,
+        managed,
+        unmanaged: input.assistants.len() - managed,
+    }
 }
 
 /// Lookup tables over one listing.
@@ -142,7 +361,12 @@ pub struct Index<'a> {
 impl<'a> Index<'a> {
     pub fn new(assistants: &'a [ActualAssistant]) -> Self {
         let mut by_agent: HashMap<Uuid, Vec<&ActualAssistant>> = HashMap::new();
+        let mut by_id = HashMap::with_capacity(assistants.len());
         for a in assistants {
+            // A listing that repeats an id (pages overlapping) must not count it twice.
+            if by_id.insert(a.id.as_str(), a).is_some() {
+                continue;
+            }
             if let Some(agent) = a.managed_agent() {
                 by_agent.entry(agent).or_default().push(a);
             }
@@ -150,43 +374,108 @@ impl<'a> Index<'a> {
         for list in by_agent.values_mut() {
             list.sort_by(|x, y| x.created_at.cmp(&y.created_at).then(x.id.cmp(&y.id)));
         }
-        Self {
-            by_id: assistants.iter().map(|a| (a.id.as_str(), a)).collect(),
-            by_agent,
-        }
+        Self { by_id, by_agent }
     }
 }
 
-pub fn decide(agent: &DesiredAgent, index: &Index<'_>) -> Decision {
-    let action = match desired_body(agent) {
-        Err(problems) => Action::Invalid { problems },
-        Ok(body) => {
-            let recorded = agent.recorded_assistant_id.as_deref();
-            let found = recorded
-                .and_then(|id| index.by_id.get(id))
-                .map(|a| (*a, false))
-                .or_else(|| {
-                    let marked = index.by_agent.get(&agent.id)?;
-                    marked.first().map(|a| (*a, true))
-                });
-            match (found, recorded) {
-                (Some((assistant, adopted)), _) => compare(body, assistant, adopted),
-                (None, Some(previous)) => Action::Recreate {
-                    previous_id: previous.to_owned(),
-                    body,
-                },
-                (None, None) => Action::Create { body },
+pub fn decide(
+    agent: &DesiredAgent,
+    index: &Index<'_>,
+    now: DateTime<Utc>,
+    settings: &PlanSettings,
+) -> Decision {
+    let marked: &[&ActualAssistant] = index
+        .by_agent
+        .get(&agent.id)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    // The recorded assistant counts unless its marker names another agent.
+    let recorded = agent
+        .recorded_assistant_id
+        .as_deref()
+        .and_then(|id| index.by_id.get(id).copied())
+        .filter(|a| a.managed_agent().is_none_or(|owner| owner == agent.id));
+    let pending = agent
+        .intent
+        .as_ref()
+        .filter(|i| i.started_at + settings.create_grace > now);
+    let mut decision = Decision {
+        agent_id: agent.id,
+        org_id: agent.org_id,
+        generation: agent.generation,
+        mode: agent.mode,
+        action: Action::Deleted,
+        duplicates: Vec::new(),
+        intent: agent.intent.clone(),
+    };
+
+    if agent.deleted {
+        let mut ids: Vec<String> = recorded.iter().map(|a| a.id.clone()).collect();
+        for a in marked {
+            if !ids.contains(&a.id) {
+                ids.push(a.id.clone());
             }
         }
-    };
-    Decision {
-        agent_id: agent.id,
-        generation: agent.generation,
-        action,
+        decision.action = match (ids.is_empty(), pending) {
+            (false, _) => Action::Delete { assistant_ids: ids },
+            // A create that may still land would outlive the deletion: wait for it first.
+            (true, Some(i)) => Action::AwaitCreate {
+                operation_id: i.operation_id,
+                until: i.started_at + settings.create_grace,
+            },
+            (true, None) => Action::Deleted,
+        };
+        return decision;
     }
+
+    let body = match desired_body(agent) {
+        Ok(body) => body,
+        Err(problems) => {
+            decision.action = Action::Invalid { problems };
+            return decision;
+        }
+    };
+    let by_operation = agent.intent.as_ref().and_then(|i| {
+        marked
+            .iter()
+            .copied()
+            .find(|a| a.marker().and_then(|m| m.operation_id) == Some(i.operation_id))
+    });
+    let found = recorded
+        .map(|a| (a, false))
+        .or_else(|| by_operation.map(|a| (a, true)))
+        .or_else(|| marked.first().map(|a| (*a, true)));
+    decision.duplicates = marked
+        .iter()
+        .filter(|a| found.is_none_or(|(kept, _)| kept.id != a.id))
+        .map(|a| a.id.clone())
+        .collect();
+    decision.action = match (found, &agent.recorded_assistant_id, pending) {
+        (Some((assistant, adopted)), _, _) => compare(body, assistant, adopted),
+        (None, _, Some(i)) => Action::AwaitCreate {
+            operation_id: i.operation_id,
+            until: i.started_at + settings.create_grace,
+        },
+        (None, Some(previous), None) => Action::Recreate {
+            previous_id: previous.clone(),
+            body,
+        },
+        (None, None, None) => Action::Create { body },
+    };
+    decision
 }
 
-fn compare(body: Map<String, Value>, assistant: &ActualAssistant, adopted: bool) -> Action {
+fn compare(mut body: Map<String, Value>, assistant: &ActualAssistant, adopted: bool) -> Action {
+    // The operation id is part of the marker but not of the desired state: keep what is there.
+    if let (Some(Value::Object(desired)), Some(op)) = (
+        body.get_mut("metadata"),
+        assistant
+            .body
+            .get("metadata")
+            .and_then(|m| m.get("operationId")),
+    ) {
+        desired.insert("operationId".to_owned(), op.clone());
+    }
     let mut drift = Vec::new();
     let mut patch = Map::new();
     for (key, desired) in body {
@@ -210,6 +499,17 @@ fn compare(body: Map<String, Value>, assistant: &ActualAssistant, adopted: bool)
             adopted,
         }
     }
+}
+
+/// The body of a create: the desired body with the create's operation id in the marker.
+pub fn with_operation(mut body: Map<String, Value>, operation_id: Uuid) -> Map<String, Value> {
+    if let Some(Value::Object(metadata)) = body.get_mut("metadata") {
+        metadata.insert(
+            "operationId".to_owned(),
+            Value::String(operation_id.to_string()),
+        );
+    }
+    body
 }
 
 /// The full assistant body the controller wants for this agent: the spec, the agent's name and

@@ -1,10 +1,13 @@
 //! Table-driven tests of the decision rules.
 
+use super::guard::{GuardSettings, assess};
 use super::*;
 use serde_json::json;
 
 const AGENT: &str = "0b3a6f9e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
 const ORG: &str = "7d1e2f3a-4b5c-4d6e-9f0a-1b2c3d4e5f6a";
+const OP: &str = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d";
+const GONE_AGENT: &str = "11111111-1111-4111-8111-111111111111";
 
 fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
     DesiredAgent {
@@ -13,8 +16,49 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         name: "front-desk".to_owned(),
         spec: Ok(spec),
         generation: 3,
+        mode: Mode::Enforce,
+        deleted: false,
         recorded_assistant_id: recorded.map(str::to_owned),
+        intent: None,
     }
+}
+
+fn now() -> DateTime<Utc> {
+    "2026-11-21T12:00:00Z".parse().expect("time")
+}
+
+fn settings() -> PlanSettings {
+    PlanSettings {
+        create_grace: TimeDelta::minutes(2),
+        orphan_grace: TimeDelta::minutes(15),
+        orphan_policy: OrphanPolicy::Delete,
+    }
+}
+
+fn plan_with(
+    agents: &[DesiredAgent],
+    listed: &[ActualAssistant],
+    seen: &HashMap<String, DateTime<Utc>>,
+    settings: &PlanSettings,
+) -> Plan {
+    plan(&PlanInput {
+        agents,
+        assistants: listed,
+        orphans_seen: seen,
+        now: now(),
+        settings,
+    })
+}
+
+fn plan_one(agent: &DesiredAgent, listed: &[ActualAssistant]) -> Decision {
+    let mut p = plan_with(
+        std::slice::from_ref(agent),
+        listed,
+        &HashMap::new(),
+        &settings(),
+    );
+    assert_eq!(p.decisions.len(), 1);
+    p.decisions.remove(0)
 }
 
 fn marker() -> Value {
@@ -111,6 +155,18 @@ fn decisions() {
             want: Action::InSync { assistant_id: "older".into(), adopted: true },
         },
         Case {
+            name: "recorded assistant carries another agent's marker: not this agent's, recreate",
+            agent: agent(spec(), Some("a1")),
+            listed: vec![listed("a1", t0, with(in_sync_body(), "metadata", other_marker.clone()))],
+            want: Action::Recreate { previous_id: "a1".into(), body: expected_body() },
+        },
+        Case {
+            name: "the operation id in the marker is not drift",
+            agent: agent(spec(), Some("a1")),
+            listed: vec![listed("a1", t0, with(in_sync_body(), "metadata", with(marker(), "operationId", json!(OP))))],
+            want: Action::InSync { assistant_id: "a1".into(), adopted: false },
+        },
+        Case {
             name: "same name but another agent's marker: not ours, create",
             agent: agent(spec(), None),
             listed: vec![listed("a1", t0, with(in_sync_body(), "metadata", other_marker))],
@@ -197,10 +253,9 @@ fn decisions() {
         },
     ];
     for case in cases {
-        let got = plan(std::slice::from_ref(&case.agent), &case.listed);
-        assert_eq!(got.len(), 1, "{}", case.name);
-        assert_eq!(got[0].action, case.want, "{}", case.name);
-        assert_eq!(got[0].generation, 3, "{}", case.name);
+        let got = plan_one(&case.agent, &case.listed);
+        assert_eq!(got.action, case.want, "{}", case.name);
+        assert_eq!(got.generation, 3, "{}", case.name);
     }
 }
 
@@ -217,4 +272,315 @@ fn body_is_spec_plus_name_and_marker() {
 fn listed_object_without_id_is_skipped() {
     assert!(ActualAssistant::from_value(json!({"name": "x"})).is_none());
     assert!(ActualAssistant::from_value(json!([1])).is_none());
+}
+
+fn marked(id: &str, created_at: &str, agent_id: &str, op: Option<&str>) -> ActualAssistant {
+    let mut m = json!({"managedBy": MANAGED_BY, "agentId": agent_id, "orgId": ORG});
+    if let Some(op) = op {
+        m["operationId"] = json!(op);
+    }
+    listed(id, created_at, with(in_sync_body(), "metadata", m))
+}
+
+fn intent(started_at: &str) -> CreateIntent {
+    CreateIntent {
+        operation_id: OP.parse().expect("uuid"),
+        generation: 3,
+        started_at: started_at.parse().expect("time"),
+    }
+}
+
+#[test]
+fn create_protocol() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let t1 = "2026-11-21T10:00:01.000Z";
+    let recent = "2026-11-21T11:59:00Z"; // 1 minute before now(): within the 2-minute grace
+    let old = "2026-11-21T11:50:00Z";
+    struct Case {
+        name: &'static str,
+        agent: DesiredAgent,
+        listed: Vec<ActualAssistant>,
+        want: Action,
+        duplicates: Vec<&'static str>,
+    }
+    let with_intent = |i: CreateIntent, recorded: Option<&str>| DesiredAgent {
+        intent: Some(i),
+        ..agent(spec(), recorded)
+    };
+    let cases = vec![
+        Case {
+            name: "unknown create within the grace, nothing listed: wait, never a second POST",
+            agent: with_intent(intent(recent), None),
+            listed: vec![],
+            want: Action::AwaitCreate {
+                operation_id: OP.parse().expect("uuid"),
+                until: "2026-11-21T12:01:00Z".parse().expect("time"),
+            },
+            duplicates: vec![],
+        },
+        Case {
+            name: "unknown create past the grace, nothing listed: create anew",
+            agent: with_intent(intent(old), None),
+            listed: vec![],
+            want: Action::Create {
+                body: expected_body(),
+            },
+            duplicates: vec![],
+        },
+        Case {
+            name: "the recorded assistant is gone but a create is outstanding: wait, not recreate",
+            agent: with_intent(intent(recent), Some("gone")),
+            listed: vec![],
+            want: Action::AwaitCreate {
+                operation_id: OP.parse().expect("uuid"),
+                until: "2026-11-21T12:01:00Z".parse().expect("time"),
+            },
+            duplicates: vec![],
+        },
+        Case {
+            name: "the intent's operation landed: adopt that one over an older marked one",
+            agent: with_intent(intent(recent), None),
+            listed: vec![
+                marked("older", t0, AGENT, None),
+                marked("landed", t1, AGENT, Some(OP)),
+            ],
+            want: Action::InSync {
+                assistant_id: "landed".into(),
+                adopted: true,
+            },
+            duplicates: vec!["older"],
+        },
+        Case {
+            name: "duplicates: the recorded one is kept even when newer",
+            agent: agent(spec(), Some("newer")),
+            listed: vec![
+                marked("older", t0, AGENT, None),
+                marked("newer", t1, AGENT, None),
+            ],
+            want: Action::InSync {
+                assistant_id: "newer".into(),
+                adopted: false,
+            },
+            duplicates: vec!["older"],
+        },
+        Case {
+            name: "duplicates, nothing recorded: the oldest is kept",
+            agent: agent(spec(), None),
+            listed: vec![
+                marked("b", t1, AGENT, None),
+                marked("a", t0, AGENT, None),
+                marked("c", t1, AGENT, None),
+            ],
+            want: Action::InSync {
+                assistant_id: "a".into(),
+                adopted: true,
+            },
+            duplicates: vec!["b", "c"],
+        },
+        Case {
+            name: "deleted agent: its recorded and marked assistants are deleted",
+            agent: DesiredAgent {
+                deleted: true,
+                ..agent(spec(), Some("rec"))
+            },
+            listed: vec![
+                listed("rec", t0, in_sync_body()),
+                marked("dup", t1, AGENT, None),
+                listed("other", t0, json!({})),
+            ],
+            want: Action::Delete {
+                assistant_ids: vec!["rec".into(), "dup".into()],
+            },
+            duplicates: vec![],
+        },
+        Case {
+            name: "deleted agent with nothing left: deleted",
+            agent: DesiredAgent {
+                deleted: true,
+                ..agent(spec(), Some("rec"))
+            },
+            listed: vec![],
+            want: Action::Deleted,
+            duplicates: vec![],
+        },
+        Case {
+            name: "deleted agent with an outstanding create: wait for it before calling it deleted",
+            agent: DesiredAgent {
+                deleted: true,
+                ..with_intent(intent(recent), None)
+            },
+            listed: vec![],
+            want: Action::AwaitCreate {
+                operation_id: OP.parse().expect("uuid"),
+                until: "2026-11-21T12:01:00Z".parse().expect("time"),
+            },
+            duplicates: vec![],
+        },
+        Case {
+            name: "deleted agent with an invalid spec is still deleted",
+            agent: DesiredAgent {
+                deleted: true,
+                ..agent(json!("nonsense"), Some("rec"))
+            },
+            listed: vec![listed("rec", t0, in_sync_body())],
+            want: Action::Delete {
+                assistant_ids: vec!["rec".into()],
+            },
+            duplicates: vec![],
+        },
+    ];
+    for case in cases {
+        let got = plan_one(&case.agent, &case.listed);
+        assert_eq!(got.action, case.want, "{}", case.name);
+        assert_eq!(got.duplicates, case.duplicates, "{}", case.name);
+    }
+}
+
+#[test]
+fn orphans_wait_out_their_grace_then_go_and_unmanaged_are_never_touched() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let listed = vec![
+        marked("orphan-new", t0, GONE_AGENT, None),
+        marked("orphan-old", t0, GONE_AGENT, None),
+        listed("hand-made", t0, json!({"name": "front-desk"})),
+        marked("ours", t0, AGENT, None),
+    ];
+    let seen = HashMap::from([("orphan-old".to_owned(), now() - TimeDelta::minutes(20))]);
+    let agents = [agent(spec(), Some("ours"))];
+    let p = plan_with(&agents, &listed, &seen, &settings());
+    assert_eq!((p.managed, p.unmanaged), (3, 1));
+    let actions: Vec<_> = p
+        .strays
+        .iter()
+        .map(|s| (s.assistant_id.as_str(), s.action))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            (
+                "orphan-new",
+                StrayAction::Wait {
+                    until: now() + TimeDelta::minutes(15)
+                }
+            ),
+            ("orphan-old", StrayAction::Delete),
+        ]
+    );
+    let keep = PlanSettings {
+        orphan_policy: OrphanPolicy::Keep,
+        ..settings()
+    };
+    let p = plan_with(&agents, &listed, &seen, &keep);
+    assert!(p.strays.iter().all(|s| s.action == StrayAction::Keep));
+    // A deleted agent is still known: its late assistant is deleted as the agent's, not an orphan.
+    let deleted = [DesiredAgent {
+        id: GONE_AGENT.parse().expect("uuid"),
+        deleted: true,
+        ..agent(spec(), None)
+    }];
+    let p = plan_with(&deleted, &listed, &seen, &settings());
+    assert!(
+        p.strays
+            .iter()
+            .all(|s| s.agent_id != GONE_AGENT.parse::<Uuid>().expect("uuid"))
+    );
+    assert_eq!(
+        p.decisions[0].action,
+        Action::Delete {
+            assistant_ids: vec!["orphan-new".into(), "orphan-old".into()]
+        }
+    );
+}
+
+#[test]
+fn guard_counts_only_what_would_run() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let settings_guard = GuardSettings {
+        max_share: 0.1,
+        min_count: 2,
+    };
+    let gone = |n: u32| DesiredAgent {
+        id: Uuid::from_u128(u128::from(n)),
+        ..agent(spec(), Some(&format!("gone-{n}")))
+    };
+    // Five agents whose recorded assistants vanished (a key for the wrong Vapi org looks so).
+    let agents: Vec<_> = (1..=5).map(gone).collect();
+    let p = plan_with(&agents, &[], &HashMap::new(), &settings());
+    let impact = assess(&p, false, settings_guard);
+    assert_eq!(
+        (impact.recreates, impact.deletes, impact.fleet, impact.limit),
+        (5, 0, 5, 2)
+    );
+    assert!(impact.exceeded());
+    assert!(
+        !assess(&p, true, settings_guard).exceeded(),
+        "dry-run writes nothing"
+    );
+    // Observe-only agents would not be recreated.
+    let observed: Vec<_> = agents
+        .iter()
+        .cloned()
+        .map(|a| DesiredAgent {
+            mode: Mode::Observe,
+            ..a
+        })
+        .collect();
+    let p = plan_with(&observed, &[], &HashMap::new(), &settings());
+    assert_eq!(assess(&p, false, settings_guard).destructive(), 0);
+    // An emptied agents table: every marked assistant is an orphan due for deletion.
+    let listed: Vec<_> = (1..=30)
+        .map(|n| marked(&format!("a{n}"), t0, &Uuid::from_u128(n).to_string(), None))
+        .collect();
+    let seen: HashMap<_, _> = listed
+        .iter()
+        .map(|a| (a.id.clone(), now() - TimeDelta::hours(1)))
+        .collect();
+    let p = plan_with(&[], &listed, &seen, &settings());
+    let impact = assess(
+        &p,
+        false,
+        GuardSettings {
+            max_share: 0.1,
+            min_count: 5,
+        },
+    );
+    assert_eq!((impact.deletes, impact.fleet, impact.limit), (30, 30, 5));
+    assert!(impact.exceeded());
+    assert!(impact.covered_by(30, 0) && !impact.covered_by(29, 0));
+    // Normal churn stays under the limit: one recreate in a fleet of 30.
+    let mut agents: Vec<_> = (1..=30)
+        .map(|n| DesiredAgent {
+            id: Uuid::from_u128(n),
+            ..agent(spec(), Some(&format!("a{n}")))
+        })
+        .collect();
+    agents[0].recorded_assistant_id = Some("vanished".into());
+    let listed: Vec<_> = listed.into_iter().skip(1).collect();
+    let p = plan_with(&agents, &listed, &HashMap::new(), &settings());
+    let impact = assess(
+        &p,
+        false,
+        GuardSettings {
+            max_share: 0.1,
+            min_count: 2,
+        },
+    );
+    assert_eq!((impact.recreates, impact.deletes, impact.limit), (1, 0, 3));
+    assert!(!impact.exceeded());
+}
+
+#[test]
+fn create_body_carries_the_operation_id() {
+    let op: Uuid = OP.parse().expect("uuid");
+    let body = with_operation(expected_body(), op);
+    assert_eq!(body["metadata"]["operationId"], json!(OP));
+    let listed = listed("a1", "2026-11-21T10:00:00.000Z", Value::Object(body));
+    assert_eq!(
+        listed.marker(),
+        Some(Marker {
+            agent_id: AGENT.parse().expect("uuid"),
+            org_id: Some(ORG.into()),
+            operation_id: Some(op)
+        })
+    );
 }

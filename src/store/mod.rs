@@ -1,30 +1,50 @@
-//! Postgres: desired agents in, sync status out.
+//! Postgres: desired agents in; sync status, create intents, the journal, orphan sightings and
+//! guard blocks out.
 //!
-//! The pass reads the whole desired state in one query (agents joined with their status), and
-//! status writes go out in batches of one statement each, so a pass costs a constant number of
-//! round trips however many agents there are.
+//! The pass reads the whole desired state in one query (agents joined with their status and
+//! create intent), and writes go out in batches of one statement each, so a pass costs a constant
+//! number of round trips however many agents there are.
+//!
+//! Fencing: every write of controller state runs in a transaction that first takes a share lock
+//! on the `leader_lease` row and checks that its epoch is still the writer's. A new leader's
+//! epoch bump waits for such a transaction and every later one fails with
+//! [`StoreError::Fenced`], so a deposed leader cannot overwrite what its successor decided. The
+//! journal alone is not fenced: it records what was done, whoever did it.
 
+mod journal;
+
+pub use journal::{JournalEntry, JournalOutcome};
+
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::reconcile::DesiredAgent;
+use crate::leader::Fence;
+use crate::reconcile::guard::Impact;
+use crate::reconcile::{CreateIntent, DesiredAgent, Mode};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
-#[error("database: {0}")]
-pub struct StoreError(#[from] sqlx::Error);
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Another replica took the lease: this one must stop writing.
+    #[error("lost leadership: lease {name:?} is no longer at epoch {epoch}")]
+    Fenced { name: String, epoch: i64 },
+}
 
 impl StoreError {
     pub fn kind(&self) -> &'static str {
-        match &self.0 {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                "unavailable"
-            }
-            sqlx::Error::Database(_) => "query",
-            _ => "other",
+        match self {
+            Self::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => "unavailable",
+            Self::Database(sqlx::Error::Database(_)) => "query",
+            Self::Database(_) => "other",
+            Self::Fenced { .. } => "fenced",
         }
     }
 }
@@ -35,6 +55,10 @@ pub enum SyncState {
     Pending,
     Synced,
     Failed,
+    /// Observe-only or dry-run: the assistant differs and was left as it is.
+    Drifted,
+    Paused,
+    Deleted,
 }
 
 impl SyncState {
@@ -43,6 +67,9 @@ impl SyncState {
             Self::Pending => "pending",
             Self::Synced => "synced",
             Self::Failed => "failed",
+            Self::Drifted => "drifted",
+            Self::Paused => "paused",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -51,6 +78,9 @@ impl SyncState {
             "pending" => Some(Self::Pending),
             "synced" => Some(Self::Synced),
             "failed" => Some(Self::Failed),
+            "drifted" => Some(Self::Drifted),
+            "paused" => Some(Self::Paused),
+            "deleted" => Some(Self::Deleted),
             _ => None,
         }
     }
@@ -62,6 +92,8 @@ pub struct RecordedStatus {
     pub assistant_id: Option<String>,
     pub observed_generation: i64,
     pub state: Option<SyncState>,
+    pub reason: String,
+    pub drift: Vec<String>,
 }
 
 /// One row to write to `agent_status`.
@@ -90,9 +122,16 @@ struct AgentRow {
     name: String,
     spec: String,
     generation: i64,
+    management_mode: String,
+    deleted: bool,
     assistant_id: Option<String>,
     observed_generation: Option<i64>,
     state: Option<String>,
+    reason: Option<String>,
+    drift: Option<Vec<String>>,
+    operation_id: Option<Uuid>,
+    intent_generation: Option<i64>,
+    intent_started_at: Option<DateTime<Utc>>,
 }
 
 impl AgentRow {
@@ -103,14 +142,32 @@ impl AgentRow {
                 assistant_id: self.assistant_id.clone(),
                 observed_generation,
                 state: self.state.as_deref().and_then(SyncState::parse),
+                reason: self.reason.clone().unwrap_or_default(),
+                drift: self.drift.clone().unwrap_or_default(),
             });
+        let intent = match (
+            self.operation_id,
+            self.intent_generation,
+            self.intent_started_at,
+        ) {
+            (Some(operation_id), Some(generation), Some(started_at)) => Some(CreateIntent {
+                operation_id,
+                generation,
+                started_at,
+            }),
+            _ => None,
+        };
         let agent = DesiredAgent {
             id: self.id,
             org_id: self.org_id,
             name: self.name,
             spec: serde_json::from_str(&self.spec).map_err(|e| e.to_string()),
             generation: self.generation,
+            // The column's check constraint admits only known modes.
+            mode: Mode::parse(&self.management_mode).unwrap_or_default(),
+            deleted: self.deleted,
             recorded_assistant_id: self.assistant_id,
+            intent,
         };
         (agent, recorded)
     }
@@ -130,16 +187,20 @@ impl Store {
         &self.pool
     }
 
-    /// Every live agent with its recorded status, in one query.
+    /// Every agent, deleted ones included (their assistants are the controller's to delete, even
+    /// one that appears late), with its recorded status and create intent, in one query.
     pub async fn load_agents(
         &self,
     ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
         let rows: Vec<AgentRow> = sqlx::query_as(
             "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
-                    s.assistant_id, s.observed_generation, s.state
+                    a.management_mode, a.deleted_at is not null as deleted,
+                    s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
+                    i.operation_id, i.generation as intent_generation,
+                    i.started_at as intent_started_at
              from agents a
              left join agent_status s on s.agent_id = a.id
-             where a.deleted_at is null
+             left join create_intents i on i.agent_id = a.id
              order by a.org_id, a.id",
         )
         .fetch_all(&self.pool)
@@ -147,11 +208,249 @@ impl Store {
         Ok(rows.into_iter().map(AgentRow::split).collect())
     }
 
-    /// Upserts a batch of outcomes in one statement. Rows for agents purged meanwhile are skipped.
-    pub async fn write_status(&self, updates: &[StatusUpdate]) -> Result<(), StoreError> {
-        if updates.is_empty() {
+    /// Starts a transaction that holds the lease row (share lock) at the fence's epoch.
+    async fn fenced(&self, fence: &Fence) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let epoch: Option<i64> =
+            sqlx::query_scalar("select epoch from leader_lease where name = $1 for share")
+                .bind(&fence.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if epoch != Some(fence.epoch) {
+            return Err(StoreError::Fenced {
+                name: fence.name.clone(),
+                epoch: fence.epoch,
+            });
+        }
+        Ok(tx)
+    }
+
+    /// Records create intents before their POSTs are sent.
+    pub async fn record_intents(
+        &self,
+        fence: &Fence,
+        intents: &[(Uuid, CreateIntent)],
+    ) -> Result<(), StoreError> {
+        if intents.is_empty() {
             return Ok(());
         }
+        let agents: Vec<Uuid> = intents.iter().map(|(a, _)| *a).collect();
+        let operations: Vec<Uuid> = intents.iter().map(|(_, i)| i.operation_id).collect();
+        let generations: Vec<i64> = intents.iter().map(|(_, i)| i.generation).collect();
+        let started: Vec<DateTime<Utc>> = intents.iter().map(|(_, i)| i.started_at).collect();
+        let mut tx = self.fenced(fence).await?;
+        sqlx::query(
+            "insert into create_intents (agent_id, operation_id, generation, epoch, started_at)
+             select u.agent_id, u.operation_id, u.generation, $5, u.started_at
+             from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[])
+                  as u(agent_id, operation_id, generation, started_at)
+             on conflict (agent_id) do update set
+                 operation_id = excluded.operation_id,
+                 generation   = excluded.generation,
+                 epoch        = excluded.epoch,
+                 started_at   = excluded.started_at",
+        )
+        .bind(&agents)
+        .bind(&operations)
+        .bind(&generations)
+        .bind(&started)
+        .bind(fence.epoch)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Upserts a batch of outcomes and removes the create intents they settled, in one fenced
+    /// transaction. Status rows for agents purged meanwhile are skipped.
+    pub async fn write_outcomes(
+        &self,
+        fence: &Fence,
+        updates: &[StatusUpdate],
+        settled_intents: &[Uuid],
+    ) -> Result<(), StoreError> {
+        if updates.is_empty() && settled_intents.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.fenced(fence).await?;
+        if !settled_intents.is_empty() {
+            sqlx::query("delete from create_intents where agent_id = any($1)")
+                .bind(settled_intents)
+                .execute(&mut *tx)
+                .await?;
+        }
+        write_status(&mut tx, updates).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When each currently known orphan was first seen.
+    pub async fn orphan_sightings(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("select assistant_id, first_seen_at from orphan_sightings")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Replaces the sightings with this pass's orphans, keeping first-seen times.
+    pub async fn record_orphans(
+        &self,
+        fence: &Fence,
+        orphans: &[(String, Uuid, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = orphans.iter().map(|(a, _, _)| a.as_str()).collect();
+        let agents: Vec<Uuid> = orphans.iter().map(|(_, g, _)| *g).collect();
+        let seen: Vec<DateTime<Utc>> = orphans.iter().map(|(_, _, t)| *t).collect();
+        let mut tx = self.fenced(fence).await?;
+        sqlx::query("delete from orphan_sightings where assistant_id <> all($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "insert into orphan_sightings (assistant_id, agent_id, first_seen_at, last_seen_at)
+             select u.assistant_id, u.agent_id, u.first_seen, now()
+             from unnest($1::text[], $2::uuid[], $3::timestamptz[])
+                  as u(assistant_id, agent_id, first_seen)
+             on conflict (assistant_id) do update set last_seen_at = now()",
+        )
+        .bind(&ids)
+        .bind(&agents)
+        .bind(&seen)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends journal entries. Not fenced: they record what was done.
+    pub async fn append_journal(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        journal::append(&self.pool, entries).await
+    }
+
+    /// Deletes journal entries older than `retention`; returns how many.
+    pub async fn trim_journal(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        journal::trim(&self.pool, retention).await
+    }
+
+    /// A confirmation, still valid, that covers this impact: its block id.
+    pub async fn guard_confirmation(&self, impact: &Impact) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "select id from guard_blocks
+             where confirmed_at is not null and expires_at > now()
+               and deletes >= $1 and recreates >= $2
+             order by id desc limit 1",
+        )
+        .bind(i64::try_from(impact.deletes).unwrap_or(i64::MAX))
+        .bind(i64::try_from(impact.recreates).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a blocked pass; an open block with the same counts is refreshed, not repeated.
+    pub async fn record_guard_block(
+        &self,
+        fence: &Fence,
+        impact: &Impact,
+        sample: &Value,
+    ) -> Result<i64, StoreError> {
+        let deletes = i64::try_from(impact.deletes).unwrap_or(i64::MAX);
+        let recreates = i64::try_from(impact.recreates).unwrap_or(i64::MAX);
+        let mut tx = self.fenced(fence).await?;
+        let open: Option<i64> = sqlx::query_scalar(
+            "update guard_blocks set last_seen_at = now(), sample = $3
+             where id = (select max(id) from guard_blocks where confirmed_at is null)
+               and deletes = $1 and recreates = $2
+             returning id",
+        )
+        .bind(deletes)
+        .bind(recreates)
+        .bind(sample)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id =
+            match open {
+                Some(id) => id,
+                None => sqlx::query_scalar(
+                    "insert into guard_blocks (epoch, deletes, recreates, fleet, \"limit\", sample)
+                     values ($1, $2, $3, $4, $5, $6) returning id",
+                )
+                .bind(fence.epoch)
+                .bind(deletes)
+                .bind(recreates)
+                .bind(i64::try_from(impact.fleet).unwrap_or(i64::MAX))
+                .bind(i64::try_from(impact.limit).unwrap_or(i64::MAX))
+                .bind(sample)
+                .fetch_one(&mut *tx)
+                .await?,
+            };
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Confirms a block: passes destroying at most its counts may run until `valid_for` elapses.
+    pub async fn confirm_guard_block(
+        &self,
+        id: i64,
+        by: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<Option<GuardBlock>, StoreError> {
+        let valid_for = chrono::TimeDelta::from_std(valid_for).unwrap_or(chrono::TimeDelta::MAX);
+        Ok(sqlx::query_as(
+            "update guard_blocks
+             set confirmed_at = now(), confirmed_by = $2, expires_at = now() + $3
+             where id = $1
+             returning id, created_at, last_seen_at, epoch, deletes, recreates, fleet,
+                       \"limit\", sample, confirmed_at, confirmed_by, expires_at",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(valid_for)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The most recent blocks, newest first.
+    pub async fn guard_blocks(&self, limit: i64) -> Result<Vec<GuardBlock>, StoreError> {
+        Ok(sqlx::query_as(
+            "select id, created_at, last_seen_at, epoch, deletes, recreates, fleet, \"limit\",
+                    sample, confirmed_at, confirmed_by, expires_at
+             from guard_blocks order by id desc limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// A pass the blast-radius guard stopped.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct GuardBlock {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub epoch: i64,
+    pub deletes: i64,
+    pub recreates: i64,
+    pub fleet: i64,
+    pub limit: i64,
+    pub sample: Value,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub confirmed_by: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Upserts a batch of outcomes in one statement. Rows for agents purged meanwhile are skipped.
+async fn write_status(
+    tx: &mut Transaction<'static, Postgres>,
+    updates: &[StatusUpdate],
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    {
         let mut ids = Vec::with_capacity(updates.len());
         let mut assistants = Vec::with_capacity(updates.len());
         let mut generations = Vec::with_capacity(updates.len());
@@ -170,7 +469,7 @@ impl Store {
             messages.push(u.message.as_str());
             drifts.push(Value::from(u.drift.clone()));
             attempted.push(u.attempted);
-            succeeded.push(u.state == SyncState::Synced);
+            succeeded.push(matches!(u.state, SyncState::Synced | SyncState::Deleted));
         }
         sqlx::query(
             "insert into agent_status as s (agent_id, assistant_id, observed_generation, state, reason,
@@ -204,10 +503,10 @@ impl Store {
         .bind(&drifts)
         .bind(&attempted)
         .bind(&succeeded)
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
-        Ok(())
     }
+    Ok(())
 }
 
 /// Migrations this binary knows that the database has not applied, as `version description`.

@@ -8,8 +8,11 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vapi_reconciler::controller::{Controller, LoopConfig, PassReport};
+use vapi_reconciler::controller::{Controller, LoopConfig, PassReport, PassSettings};
 use vapi_reconciler::credentials::ApiKey;
+use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
+use vapi_reconciler::reconcile::guard::GuardSettings;
+use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings};
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
 use vapi_reconciler::vapi::{ClientConfig, VapiClient};
@@ -23,9 +26,61 @@ pub struct TestEnv {
     pub vapi_org: String,
     pub vapi: VapiClient,
     pub controller: Controller,
+    pub lead: Leadership,
+}
+
+/// Settings for tests: the production defaults, but orphans go at once (grace zero).
+pub fn settings() -> PassSettings {
+    PassSettings {
+        concurrency: 8,
+        dry_run: false,
+        plan: PlanSettings {
+            create_grace: chrono::TimeDelta::minutes(2),
+            orphan_grace: chrono::TimeDelta::zero(),
+            orphan_policy: OrphanPolicy::Delete,
+        },
+        guard: GuardSettings {
+            max_share: 0.1,
+            min_count: 50,
+        },
+    }
+}
+
+pub fn leader_config(holder: &str) -> LeaderConfig {
+    LeaderConfig {
+        name: "vapi-reconciler".to_owned(),
+        holder: holder.to_owned(),
+        poll_interval: Duration::from_millis(100),
+        renew_interval: Duration::from_millis(200),
+        lease: Duration::from_secs(2),
+    }
+}
+
+pub fn controller(
+    pool: &PgPool,
+    vapi: &VapiClient,
+    key: &ApiKey,
+    settings: PassSettings,
+) -> Controller {
+    Controller::new(
+        Store::new(pool.clone()),
+        vapi.clone(),
+        key.clone(),
+        LoopConfig {
+            resync_interval: Duration::from_secs(300),
+            jitter: 0.0,
+            journal_retention: Duration::from_secs(90 * 24 * 3600),
+        },
+        settings,
+        "test/controller".to_owned(),
+    )
 }
 
 pub async fn env(pool: PgPool) -> TestEnv {
+    env_with(pool, settings()).await
+}
+
+pub async fn env_with(pool: PgPool, settings: PassSettings) -> TestEnv {
     let sim = Simulator::new();
     let raw_key = Uuid::new_v4().to_string();
     let vapi_org = Uuid::new_v4().to_string();
@@ -33,16 +88,16 @@ pub async fn env(pool: PgPool) -> TestEnv {
     let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let key = ApiKey::new(&raw_key).unwrap();
     let vapi = client(&running.base_url());
-    let controller = Controller::new(
-        Store::new(pool.clone()),
-        vapi.clone(),
-        key.clone(),
-        LoopConfig {
-            resync_interval: Duration::from_secs(300),
-            jitter: 0.0,
-            concurrency: 8,
-        },
-    );
+    let controller = controller(&pool, &vapi, &key, settings);
+    let lead = Elector::new(
+        (*pool.connect_options()).clone(),
+        leader_config("test/controller"),
+    )
+    .try_acquire()
+    .await
+    .unwrap()
+    .expect("a fresh database has no leader");
+    assert!(lead.ready(&CancellationToken::new()).await);
     TestEnv {
         pool,
         sim,
@@ -52,6 +107,7 @@ pub async fn env(pool: PgPool) -> TestEnv {
         vapi_org,
         vapi,
         controller,
+        lead,
     }
 }
 
@@ -67,9 +123,14 @@ pub fn client(base_url: &str) -> VapiClient {
 impl TestEnv {
     pub async fn pass(&self) -> PassReport {
         self.controller
-            .pass(&CancellationToken::new())
+            .pass(&self.lead, &CancellationToken::new())
             .await
             .unwrap()
+    }
+
+    /// The same environment with other pass settings.
+    pub fn reconfigure(&mut self, settings: PassSettings) {
+        self.controller = controller(&self.pool, &self.vapi, &self.key, settings);
     }
 
     /// Assistants in the simulator's org, newest first.

@@ -1,0 +1,658 @@
+//! Executing one decision (or one orphan) against Vapi: the effects half of the pass.
+//!
+//! Each call returns a [`Done`]: the status to record, the journal entries of every write, and
+//! whether a create intent is settled. Nothing here retries: the next pass is the retry, and a
+//! POST in particular is never repeated, because Vapi has no idempotency key — a create whose
+//! outcome is unknown keeps its intent, and the next pass adopts what it finds or waits.
+//!
+//! Every Vapi write first asks [`Gate::may_write`]: shutdown has not begun and this replica can
+//! still prove it leads.
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::outcome::{Outcome, Reason, failure_message, keys_of};
+use super::pass::PassContext;
+use crate::reconcile::{self, Action, Decision, Mode, Stray};
+use crate::store::{JournalEntry, JournalOutcome, SyncState};
+use crate::vapi::VapiError;
+
+/// What executing one item produced.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub status: Option<Outcome>,
+    pub journal: Vec<JournalEntry>,
+    /// The agent whose create intent is settled (found, failed for sure, or never sent).
+    pub settle_intent: Option<Uuid>,
+    pub duplicates_deleted: usize,
+    pub orphans_deleted: usize,
+    pub assistants_deleted: usize,
+    /// A write was not started because shutdown began or leadership could not be proven.
+    pub skipped: bool,
+}
+
+/// Whether a write may start now.
+pub trait Gate {
+    fn may_write(&self) -> bool;
+}
+
+/// Journals one write of a decision's agent.
+struct Entry<'a> {
+    ctx: &'a PassContext<'a>,
+    decision: &'a Decision,
+}
+
+impl Entry<'_> {
+    fn record(
+        &self,
+        started_at: chrono::DateTime<Utc>,
+        action: &'static str,
+        outcome: JournalOutcome,
+        assistant_id: Option<&str>,
+        operation_id: Option<Uuid>,
+        why: String,
+    ) -> JournalEntry {
+        JournalEntry {
+            started_at,
+            finished_at: Utc::now(),
+            epoch: self.ctx.fence.epoch,
+            holder: self.ctx.holder.to_owned(),
+            org_id: Some(self.decision.org_id),
+            agent_id: Some(self.decision.agent_id),
+            generation: Some(self.decision.generation),
+            action,
+            outcome,
+            assistant_id: assistant_id.map(str::to_owned),
+            operation_id,
+            why,
+        }
+    }
+}
+
+fn journal_outcome(err: &VapiError) -> JournalOutcome {
+    match err {
+        VapiError::NotFound => JournalOutcome::Gone,
+        e if e.outcome_unknown() => JournalOutcome::Unknown,
+        _ => JournalOutcome::Failed,
+    }
+}
+
+fn error_why(err: &VapiError) -> String {
+    format!("{}: {err}", err.kind())
+}
+
+fn may_write(ctx: &PassContext<'_>) -> bool {
+    !ctx.cancel.is_cancelled() && ctx.gate.may_write()
+}
+
+/// Runs one agent's decision. `operation_id` is the create's, when the action creates.
+pub async fn decision(ctx: &PassContext<'_>, d: Decision, operation_id: Option<Uuid>) -> Done {
+    if ctx.settings.dry_run || d.mode != Mode::Enforce {
+        return hands_off(ctx, &d);
+    }
+    let entry = Entry { ctx, decision: &d };
+    let mut done = Done::default();
+    if d.intent.is_some() && !matches!(d.action, Action::AwaitCreate { .. }) {
+        // Found, replaced by this pass's create, or moot: the old intent is settled either way.
+        done.settle_intent = Some(d.agent_id);
+    }
+    let status = match &d.action {
+        Action::InSync {
+            assistant_id,
+            adopted,
+        } => {
+            if *adopted {
+                done.journal.push(entry.record(
+                    Utc::now(),
+                    "adopt",
+                    JournalOutcome::Ok,
+                    Some(assistant_id),
+                    d.intent.as_ref().map(|i| i.operation_id),
+                    "its ownership marker names this agent and nothing else is recorded".into(),
+                ));
+                Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::Adopted,
+                    assistant_id,
+                    format!(
+                        "Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {}.",
+                        d.generation
+                    ),
+                )
+            } else {
+                Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::InSync,
+                    assistant_id,
+                    format!(
+                        "Assistant {assistant_id} matches generation {}.",
+                        d.generation
+                    ),
+                )
+            }
+        }
+        Action::Invalid { problems } => invalid(d.agent_id, d.generation, problems),
+        Action::AwaitCreate {
+            operation_id,
+            until,
+        } => Outcome::other(
+            d.agent_id,
+            d.generation,
+            SyncState::Pending,
+            Reason::CreateOutcomeUnknown,
+            format!(
+                "A create (operation {operation_id}) had an unknown outcome and may still land; no new create before {} unless it appears.",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            false,
+        ),
+        Action::Create { body } | Action::Recreate { body, .. } => {
+            let Some(op) = operation_id else {
+                // The pass records an intent for every create it runs; without one, do not POST.
+                return Done {
+                    skipped: true,
+                    ..done
+                };
+            };
+            if !may_write(ctx) {
+                return Done {
+                    skipped: true,
+                    settle_intent: Some(d.agent_id),
+                    ..done
+                };
+            }
+            let previous = match &d.action {
+                Action::Recreate { previous_id, .. } => Some(previous_id.as_str()),
+                _ => None,
+            };
+            create(ctx, &entry, &mut done, body, op, previous).await
+        }
+        Action::Patch {
+            assistant_id,
+            patch,
+            drift,
+            adopted,
+        } => {
+            if !may_write(ctx) {
+                return Done {
+                    skipped: true,
+                    settle_intent: None,
+                    ..done
+                };
+            }
+            let started = Utc::now();
+            let result = ctx.vapi.update(ctx.key, assistant_id, patch).await;
+            let why = format!("drift: {}", drift.join(", "));
+            match result {
+                Ok(_) => {
+                    done.journal.push(entry.record(
+                        started,
+                        "patch",
+                        JournalOutcome::Ok,
+                        Some(assistant_id),
+                        None,
+                        why,
+                    ));
+                    let verb = if *adopted {
+                        "Adopted assistant and patched"
+                    } else {
+                        "Patched"
+                    };
+                    Outcome::synced(
+                        d.agent_id,
+                        d.generation,
+                        Reason::Patched,
+                        assistant_id,
+                        format!(
+                            "{verb} {} on assistant {assistant_id}; differing fields: {}.",
+                            keys_of(patch),
+                            drift.join(", ")
+                        ),
+                    )
+                    .with_drift(drift.clone())
+                }
+                Err(err) => {
+                    done.journal.push(entry.record(
+                        started,
+                        "patch",
+                        journal_outcome(&err),
+                        Some(assistant_id),
+                        None,
+                        format!("{why}; {}", error_why(&err)),
+                    ));
+                    if matches!(err, VapiError::NotFound) {
+                        // Deleted between the listing and the patch: the next pass recreates it.
+                        Outcome::other(
+                            d.agent_id,
+                            d.generation,
+                            SyncState::Pending,
+                            Reason::AssistantGone,
+                            format!(
+                                "Assistant {assistant_id} was deleted from Vapi while being patched; the next pass recreates it."
+                            ),
+                            true,
+                        )
+                    } else {
+                        Outcome::failed(
+                            d.agent_id,
+                            d.generation,
+                            Reason::of(&err),
+                            failure_message(
+                                &format!("patch assistant {assistant_id}"),
+                                &err,
+                                ctx.key.fingerprint(),
+                            ),
+                            true,
+                        )
+                        .with_drift(drift.clone())
+                    }
+                }
+            }
+        }
+        Action::Delete { assistant_ids } => {
+            if !may_write(ctx) {
+                return Done {
+                    skipped: true,
+                    ..done
+                };
+            }
+            delete_all(ctx, &entry, &mut done, assistant_ids).await
+        }
+        Action::Deleted => Outcome::other(
+            d.agent_id,
+            d.generation,
+            SyncState::Deleted,
+            Reason::Deleted,
+            "The agent is deleted and no assistant of it remains in Vapi; the row may be purged."
+                .into(),
+            false,
+        ),
+    };
+    let status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
+    done.status = Some(status);
+    done
+}
+
+async fn create(
+    ctx: &PassContext<'_>,
+    entry: &Entry<'_>,
+    done: &mut Done,
+    body: &Map<String, Value>,
+    op: Uuid,
+    previous: Option<&str>,
+) -> Outcome {
+    let d = entry.decision;
+    let action = if previous.is_some() {
+        "recreate"
+    } else {
+        "create"
+    };
+    let why = match previous {
+        Some(p) => format!("the recorded assistant {p} is gone from Vapi"),
+        None => "no assistant of this agent exists".to_owned(),
+    };
+    let started = Utc::now();
+    let body = reconcile::with_operation(body.clone(), op);
+    match ctx.vapi.create(ctx.key, &body).await {
+        Ok(created) => {
+            done.settle_intent = Some(d.agent_id);
+            let Some(id) = created.get("id").and_then(Value::as_str) else {
+                done.journal.push(entry.record(
+                    started,
+                    action,
+                    JournalOutcome::Unknown,
+                    None,
+                    Some(op),
+                    format!("{why}; the answer carried no id"),
+                ));
+                // Keep the intent: the assistant exists and the next pass adopts it.
+                done.settle_intent = None;
+                return Outcome::other(
+                    d.agent_id,
+                    d.generation,
+                    SyncState::Pending,
+                    Reason::VapiBadResponse,
+                    format!(
+                        "Vapi accepted the create (operation {op}) but its answer carried no assistant id; the next pass adopts the assistant by its ownership marker."
+                    ),
+                    true,
+                );
+            };
+            done.journal.push(entry.record(
+                started,
+                action,
+                JournalOutcome::Ok,
+                Some(id),
+                Some(op),
+                why,
+            ));
+            match previous {
+                Some(p) => Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::AssistantRecreated,
+                    id,
+                    format!("Assistant {p} no longer exists in Vapi; created {id} in its place."),
+                ),
+                None => Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::Created,
+                    id,
+                    format!("Created assistant {id}."),
+                ),
+            }
+        }
+        Err(err) if err.outcome_unknown() => {
+            done.settle_intent = None;
+            done.journal.push(entry.record(
+                started,
+                action,
+                JournalOutcome::Unknown,
+                None,
+                Some(op),
+                format!("{why}; {}", error_why(&err)),
+            ));
+            Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Pending,
+                Reason::CreateOutcomeUnknown,
+                format!(
+                    "The {action} (operation {op}) has an unknown outcome: {}. Vapi may have stored it: the next pass adopts the assistant carrying this operation id, and creates again only if none appears within the grace period.",
+                    err.to_string().trim_end_matches('.')
+                ),
+                true,
+            )
+        }
+        Err(err) => {
+            done.settle_intent = Some(d.agent_id);
+            done.journal.push(entry.record(
+                started,
+                action,
+                JournalOutcome::Failed,
+                None,
+                Some(op),
+                format!("{why}; {}", error_why(&err)),
+            ));
+            Outcome::failed(
+                d.agent_id,
+                d.generation,
+                Reason::of(&err),
+                failure_message(
+                    &format!("{action} the assistant"),
+                    &err,
+                    ctx.key.fingerprint(),
+                ),
+                true,
+            )
+        }
+    }
+}
+
+/// Deletes each assistant and confirms it is gone (a 404 on GET).
+async fn delete_all(
+    ctx: &PassContext<'_>,
+    entry: &Entry<'_>,
+    done: &mut Done,
+    ids: &[String],
+) -> Outcome {
+    let d = entry.decision;
+    for id in ids {
+        if let Err(err) = delete_confirmed(ctx, entry, done, id, "the agent is deleted").await {
+            let (reason, message) = (
+                Reason::of(&err),
+                failure_message(
+                    &format!("delete assistant {id}"),
+                    &err,
+                    ctx.key.fingerprint(),
+                ),
+            );
+            return Outcome::failed(d.agent_id, d.generation, reason, message, true)
+                .with_assistant(Some(id.clone()));
+        }
+        done.assistants_deleted += 1;
+    }
+    Outcome::other(
+        d.agent_id,
+        d.generation,
+        SyncState::Deleted,
+        Reason::Deleted,
+        format!(
+            "Deleted assistant(s) {} and confirmed they are gone; the row may be purged.",
+            ids.join(", ")
+        ),
+        true,
+    )
+}
+
+/// DELETE, then GET to confirm a 404. A 404 on the DELETE itself means already gone.
+async fn delete_confirmed(
+    ctx: &PassContext<'_>,
+    entry: &Entry<'_>,
+    done: &mut Done,
+    id: &str,
+    why: &str,
+) -> Result<(), VapiError> {
+    let started = Utc::now();
+    let result = match ctx.vapi.delete(ctx.key, id).await {
+        Ok(_) | Err(VapiError::NotFound) => match ctx.vapi.get(ctx.key, id).await {
+            Err(VapiError::NotFound) => Ok(()),
+            Ok(_) => Err(VapiError::UnexpectedStatus {
+                status: 200,
+                message: "the assistant is still there after DELETE".into(),
+            }),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (outcome, why) = match &result {
+        Ok(()) => (JournalOutcome::Ok, why.to_owned()),
+        Err(e) => (journal_outcome(e), format!("{why}; {}", error_why(e))),
+    };
+    done.journal
+        .push(entry.record(started, "delete", outcome, Some(id), None, why));
+    result
+}
+
+/// Deletes the agent's duplicates after its main action; a failure fails the agent's status.
+async fn remove_duplicates(
+    ctx: &PassContext<'_>,
+    entry: &Entry<'_>,
+    done: &mut Done,
+    d: &Decision,
+    status: Outcome,
+) -> Outcome {
+    if d.duplicates.is_empty() {
+        return status;
+    }
+    let kept = status.assistant_id.clone().unwrap_or_default();
+    let mut removed = Vec::new();
+    for id in &d.duplicates {
+        if !may_write(ctx) {
+            done.skipped = true;
+            break;
+        }
+        let why = format!("duplicate of {kept}");
+        if let Err(err) = delete_confirmed(ctx, entry, done, id, &why).await {
+            return Outcome::failed(
+                d.agent_id,
+                d.generation,
+                Reason::of(&err),
+                failure_message(
+                    &format!("delete duplicate assistant {id}"),
+                    &err,
+                    ctx.key.fingerprint(),
+                ),
+                true,
+            )
+            .with_assistant(status.assistant_id);
+        }
+        done.duplicates_deleted += 1;
+        removed.push(id.as_str());
+    }
+    if removed.is_empty() {
+        return status;
+    }
+    Outcome {
+        message: format!(
+            "{} Deleted duplicate assistant(s) {}.",
+            status.message,
+            removed.join(", ")
+        ),
+        attempted: true,
+        ..status
+    }
+}
+
+/// Observe-only, paused or dry-run: report what enforcing would do, write nothing to Vapi.
+fn hands_off(ctx: &PassContext<'_>, d: &Decision) -> Done {
+    let (state, reason) = match (d.mode, ctx.settings.dry_run) {
+        (Mode::Paused, _) => (SyncState::Paused, Reason::Paused),
+        (_, true) => (SyncState::Drifted, Reason::DryRun),
+        _ => (SyncState::Drifted, Reason::ObserveOnly),
+    };
+    let would = describe(&d.action, &d.duplicates);
+    let status = match (&d.action, would) {
+        (Action::Invalid { problems }, _) => invalid(d.agent_id, d.generation, problems),
+        (Action::InSync { assistant_id, .. }, None) if state != SyncState::Paused => {
+            Outcome::synced(
+                d.agent_id,
+                d.generation,
+                Reason::InSync,
+                assistant_id,
+                format!(
+                    "Assistant {assistant_id} matches generation {}.",
+                    d.generation
+                ),
+            )
+        }
+        (action, would) => {
+            let prefix = match reason {
+                Reason::Paused => "Management is paused for this agent",
+                Reason::DryRun => "The controller runs in dry-run mode",
+                _ => "This agent is observe-only",
+            };
+            let message = match would {
+                Some(w) => format!("{prefix}; enforcing would {w}. Nothing was sent to Vapi."),
+                None => format!("{prefix}; its assistant matches."),
+            };
+            let drift = match action {
+                Action::Patch { drift, .. } => drift.clone(),
+                _ => Vec::new(),
+            };
+            let assistant = match action {
+                Action::InSync { assistant_id, .. } | Action::Patch { assistant_id, .. } => {
+                    Some(assistant_id.clone())
+                }
+                _ => None,
+            };
+            let state =
+                if state == SyncState::Drifted && !action.writes() && d.duplicates.is_empty() {
+                    // Nothing would be written (waiting for a create, or already deleted).
+                    match action {
+                        Action::Deleted => SyncState::Deleted,
+                        _ => SyncState::Pending,
+                    }
+                } else {
+                    state
+                };
+            Outcome::other(d.agent_id, d.generation, state, reason, message, false)
+                .with_drift(drift)
+                .with_assistant(assistant)
+        }
+    };
+    Done {
+        status: Some(status),
+        ..Done::default()
+    }
+}
+
+/// What enforcing an action would do, in words; `None` when it would write nothing.
+fn describe(action: &Action, duplicates: &[String]) -> Option<String> {
+    let main = match action {
+        Action::Create { .. } => Some("create the assistant".to_owned()),
+        Action::Recreate { previous_id, .. } => Some(format!(
+            "recreate the assistant (the recorded {previous_id} is gone)"
+        )),
+        Action::Patch {
+            assistant_id,
+            drift,
+            ..
+        } => Some(format!(
+            "patch assistant {assistant_id} (differing fields: {})",
+            drift.join(", ")
+        )),
+        Action::Delete { assistant_ids } => {
+            Some(format!("delete assistant(s) {}", assistant_ids.join(", ")))
+        }
+        _ => None,
+    };
+    let dups = (!duplicates.is_empty())
+        .then(|| format!("delete duplicate assistant(s) {}", duplicates.join(", ")));
+    match (main, dups) {
+        (Some(m), Some(d)) => Some(format!("{m} and {d}")),
+        (m, d) => m.or(d),
+    }
+}
+
+/// Deletes an orphan whose grace period has passed.
+pub async fn stray(ctx: &PassContext<'_>, s: Stray) -> Done {
+    let mut done = Done::default();
+    if !may_write(ctx) {
+        done.skipped = true;
+        return done;
+    }
+    let started = Utc::now();
+    let why = format!(
+        "orphan: agent {} no longer exists (first seen {})",
+        s.agent_id,
+        s.first_seen
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let result = match ctx.vapi.delete(ctx.key, &s.assistant_id).await {
+        Ok(_) | Err(VapiError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let (outcome, why) = match &result {
+        Ok(()) => (JournalOutcome::Ok, why),
+        Err(e) => {
+            tracing::warn!(assistant_id = %s.assistant_id, kind = e.kind(), error = %e, "could not delete an orphaned assistant");
+            (journal_outcome(e), format!("{why}; {}", error_why(e)))
+        }
+    };
+    if result.is_ok() {
+        done.orphans_deleted += 1;
+    }
+    done.journal.push(JournalEntry {
+        started_at: started,
+        finished_at: Utc::now(),
+        epoch: ctx.fence.epoch,
+        holder: ctx.holder.to_owned(),
+        org_id: None,
+        agent_id: Some(s.agent_id),
+        generation: None,
+        action: "delete",
+        outcome,
+        assistant_id: Some(s.assistant_id),
+        operation_id: None,
+        why,
+    });
+    done
+}
+
+pub fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {
+    Outcome::failed(
+        agent_id,
+        generation,
+        Reason::InvalidSpec,
+        format!(
+            "The spec cannot be sent to Vapi: {}. Nothing was sent.",
+            problems.join("; ")
+        ),
+        false,
+    )
+}

@@ -1,0 +1,607 @@
+//! Leader election: one replica writes, the others stand by, decided by a Postgres advisory lock
+//! and recorded under a fencing epoch.
+//!
+//! The lock is a session advisory lock (`pg_try_advisory_lock(LOCK_CLASS, hashtext(name))`) taken
+//! on a dedicated connection, never a pool connection: a pooled session could be handed to other
+//! code or recycled, and the lock would go with it. Each acquisition bumps `leader_lease.epoch` in
+//! the same statement that records the holder, so every leader has its own fencing token
+//! ([`Fence`]) to carry into its writes, and a write from an older epoch can be refused.
+//!
+//! Holding the lock is proven, not assumed: a heartbeat runs one statement every renew interval
+//! that checks `pg_locks` for our granted lock on this very session and renews the row of our
+//! epoch. Writes are allowed only while the last proof (timed from *before* the query was sent)
+//! is younger than `lease`; `may_write` checks that age itself, so a hung heartbeat cannot keep
+//! leadership alive. A new leader waits `lease` before its first write unless the previous holder
+//! released gracefully, which outlasts the old leader's last proof. The session sets server-side
+//! TCP keepalives and `tcp_user_timeout`, so Postgres drops a vanished client's session (and its
+//! lock) within seconds instead of the kernel's hours.
+//!
+//! Limits: this fences what is gated on `may_write` and on the epoch. A request to Vapi that a
+//! partitioned old leader already sent can still land up to that request's timeout after the old
+//! leader lost its proof; a lease longer than the request timeout closes most of that window, and
+//! the reconcile being idempotent makes the rest converge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, PgPool, Row};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// First key of every advisory lock taken here ("VAPI" in ASCII), so the lease locks do not
+/// collide with other users of the two-int form in the same database.
+pub const LOCK_CLASS: i32 = 0x5641_5049;
+
+/// `application_name` of the leader's dedicated session, as seen in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "vapi-reconciler leader";
+
+/// Server-side settings that make Postgres notice a dead client quickly (ignored on Unix sockets).
+const KEEPALIVES: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "5"),
+    ("tcp_keepalives_interval", "2"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Lease name, e.g. "vapi-reconciler"; the advisory lock key is derived from it.
+    pub name: String,
+    /// This replica's identity, e.g. "hostname/pid".
+    pub holder: String,
+    /// Standby: how often to try the lock.
+    pub poll_interval: Duration,
+    /// Leader: how often to prove the lock.
+    pub renew_interval: Duration,
+    /// How long one proof stays valid.
+    pub lease: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election: database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl LeaderError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => "unavailable",
+                sqlx::Error::Database(db) => {
+                    // Connection exceptions, shutdowns and "too many clients" are the server
+                    // being unavailable, not a bad query.
+                    let code = db.code().unwrap_or_default();
+                    if code.starts_with("08") || code.starts_with("57P") || code == "53300" {
+                        "unavailable"
+                    } else {
+                        "query"
+                    }
+                }
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// Fencing token carried into every controller write to Postgres.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub epoch: i64,
+}
+
+/// One row of `leader_lease`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct LeaseInfo {
+    pub name: String,
+    pub epoch: i64,
+    pub holder: String,
+    pub acquired_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+pub struct Elector {
+    options: PgConnectOptions,
+    config: LeaderConfig,
+}
+
+/// What one try at the lock came to.
+enum Attempt {
+    Held(Leadership),
+    /// Another session holds the lock; the connection is fine for the next try.
+    Busy(PgConnection),
+}
+
+struct AttemptError {
+    /// The lock was ours when this failed (the epoch bump failed), so the failure is not one of
+    /// standing by.
+    locked: bool,
+    error: sqlx::Error,
+}
+
+impl AttemptError {
+    fn standby(error: sqlx::Error) -> Self {
+        Self {
+            locked: false,
+            error,
+        }
+    }
+}
+
+impl Elector {
+    pub fn new(options: PgConnectOptions, config: LeaderConfig) -> Self {
+        Self { options, config }
+    }
+
+    /// Waits as standby (trying every poll_interval) until the lock is held, then bumps the epoch
+    /// and starts the heartbeat. `Ok(None)` if `cancel` fires first.
+    ///
+    /// Connection errors while standby are logged and retried after poll_interval, never
+    /// returned; an error from the epoch bump that is not about availability (such as a missing
+    /// table) is returned.
+    pub async fn acquire(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Leadership>, LeaderError> {
+        let name = self.config.name.as_str();
+        let mut standby: Option<PgConnection> = None;
+        loop {
+            let attempt = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(None),
+                attempt = self.attempt(standby.take()) => attempt,
+            };
+            match attempt {
+                Ok(Attempt::Held(leadership)) => return Ok(Some(leadership)),
+                Ok(Attempt::Busy(conn)) => {
+                    tracing::debug!(lease = name, "standby: the lease is held elsewhere");
+                    standby = Some(conn);
+                }
+                Err(AttemptError { locked, error }) => {
+                    let error = LeaderError::from(error);
+                    if locked && error.kind() == "query" {
+                        return Err(error);
+                    }
+                    tracing::warn!(
+                        lease = name,
+                        error = %error,
+                        kind = error.kind(),
+                        "standby: cannot try the leader lock; retrying"
+                    );
+                }
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(None),
+                () = sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One attempt: `Ok(None)` when another holder has it (for one-shot CLI commands).
+    pub async fn try_acquire(&self) -> Result<Option<Leadership>, LeaderError> {
+        match self.attempt(None).await {
+            Ok(Attempt::Held(leadership)) => Ok(Some(leadership)),
+            Ok(Attempt::Busy(conn)) => {
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "closing the leader connection failed");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.error.into()),
+        }
+    }
+
+    /// Who holds the lease per the table (for status output), `None` if never held.
+    pub async fn current(pool: &PgPool, name: &str) -> Result<Option<LeaseInfo>, LeaderError> {
+        let info = sqlx::query_as::<_, LeaseInfo>(
+            "select name, epoch, holder, acquired_at, renewed_at, released_at
+             from leader_lease where name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        Ok(info)
+    }
+
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let options = self.options.clone().application_name(APPLICATION_NAME);
+        let mut conn = PgConnection::connect_with(&options).await?;
+        for (setting, value) in KEEPALIVES {
+            if let Err(e) = sqlx::query("select set_config($1, $2, false)")
+                .bind(setting)
+                .bind(value)
+                .execute(&mut conn)
+                .await
+            {
+                tracing::debug!(setting, error = %e, "cannot set a keepalive on the leader session");
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Tries the lock on `conn` (or a new connection); once held, bumps the epoch and starts the
+    /// heartbeat. An error drops the connection, and with it any lock it took.
+    async fn attempt(&self, conn: Option<PgConnection>) -> Result<Attempt, AttemptError> {
+        let config = &self.config;
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => self.connect().await.map_err(AttemptError::standby)?,
+        };
+        // The first proof, dated before the lock query: the lock was held no earlier than this.
+        let proven_at = Instant::now();
+        let row = sqlx::query(
+            "select pg_try_advisory_lock($1, hashtext($2)) as locked, hashtext($2) as key",
+        )
+        .bind(LOCK_CLASS)
+        .bind(&config.name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(AttemptError::standby)?;
+        let locked: bool = row.try_get("locked").map_err(AttemptError::standby)?;
+        if !locked {
+            return Ok(Attempt::Busy(conn));
+        }
+        let key: i32 = row.try_get("key").map_err(AttemptError::standby)?;
+
+        // The previous row is read by the same statement (one snapshot) that bumps it.
+        let bumped = sqlx::query(
+            "with previous as (
+                 select released_at from leader_lease where name = $1
+             ), bumped as (
+                 insert into leader_lease (name, epoch, holder, acquired_at, renewed_at, released_at)
+                 values ($1, 1, $2, now(), now(), null)
+                 on conflict (name) do update
+                 set epoch = leader_lease.epoch + 1,
+                     holder = excluded.holder,
+                     acquired_at = excluded.acquired_at,
+                     renewed_at = excluded.renewed_at,
+                     released_at = null
+                 returning epoch
+             )
+             select bumped.epoch,
+                    exists (select 1 from previous) as had_previous,
+                    exists (select 1 from previous where released_at is not null) as released
+             from bumped",
+        )
+        .bind(&config.name)
+        .bind(&config.holder)
+        .fetch_one(&mut conn)
+        .await
+        .and_then(|row| {
+            Ok((
+                row.try_get::<i64, _>("epoch")?,
+                row.try_get::<bool, _>("had_previous")?,
+                row.try_get::<bool, _>("released")?,
+            ))
+        });
+        let (epoch, had_previous, released) = bumped.map_err(|error| AttemptError {
+            locked: true,
+            error,
+        })?;
+
+        // A holder that crashed (or was cut off) may still believe it leads until its last proof
+        // is `lease` old; that proof is older than our lock, so waiting `lease` from now outlasts it.
+        let wait = had_previous && !released;
+        let write_from = if wait {
+            Instant::now() + config.lease
+        } else {
+            Instant::now()
+        };
+        tracing::info!(
+            lease = config.name.as_str(),
+            epoch,
+            holder = config.holder.as_str(),
+            waiting = ?if wait { config.lease } else { Duration::ZERO },
+            "acquired leadership"
+        );
+
+        let fence = Fence {
+            name: config.name.clone(),
+            epoch,
+        };
+        let proof = Arc::new(Proof::new(proven_at));
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            conn,
+            Heartbeat {
+                fence: fence.clone(),
+                key,
+                renew_interval: config.renew_interval,
+                query_timeout: query_timeout(config),
+                lease: config.lease,
+                proof: proof.clone(),
+                lost: lost.clone(),
+                stop: stop.clone(),
+            },
+        ));
+        Ok(Attempt::Held(Leadership {
+            fence,
+            key,
+            lease: config.lease,
+            query_timeout: query_timeout(config),
+            proof,
+            write_from,
+            lost,
+            stop: stop.drop_guard(),
+            heartbeat,
+        }))
+    }
+}
+
+fn query_timeout(config: &LeaderConfig) -> Duration {
+    config.renew_interval.min(config.lease / 2)
+}
+
+/// The instant of the last successful proof, shared by the heartbeat and `may_write`.
+struct Proof {
+    base: Instant,
+    /// Nanoseconds from `base` to the last proof.
+    nanos: AtomicU64,
+}
+
+impl Proof {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, at: Instant) {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::Acquire))
+    }
+}
+
+struct Heartbeat {
+    fence: Fence,
+    key: i32,
+    renew_interval: Duration,
+    query_timeout: Duration,
+    lease: Duration,
+    proof: Arc<Proof>,
+    lost: CancellationToken,
+    stop: CancellationToken,
+}
+
+/// Proves the lock every renew interval until it cannot (returns `None`, having cancelled `lost`)
+/// or until stopped (returns the connection, still holding the lock, for a graceful release).
+async fn heartbeat(mut conn: PgConnection, hb: Heartbeat) -> Option<PgConnection> {
+    let query_timeout = hb.query_timeout;
+    let reason = loop {
+        let expires = hb.proof.last() + hb.lease;
+        tokio::select! {
+            biased;
+            () = hb.stop.cancelled() => {
+                hb.lost.cancel();
+                return Some(conn);
+            }
+            () = sleep_until(expires) => break "the last proof expired".to_owned(),
+            () = sleep(hb.renew_interval) => {}
+        }
+        // Sent no earlier than this, so a success proves the lock held at a later instant.
+        let sent = Instant::now();
+        // Not raced against `stop`: an abandoned query would leave the connection unusable for
+        // the release, and the timeout bounds the wait anyway.
+        let proved = tokio::select! {
+            biased;
+            proved = timeout(query_timeout, prove(&mut conn, &hb.fence, hb.key)) => proved,
+            () = sleep_until(expires) => break "the last proof expired while proving".to_owned(),
+        };
+        match proved {
+            Ok(Ok((true, true))) => hb.proof.record(sent),
+            Ok(Ok((false, _))) => break "the advisory lock is not held by this session".to_owned(),
+            Ok(Ok((true, false))) => break "the epoch is no longer ours".to_owned(),
+            Ok(Err(e)) => break format!("the heartbeat query failed: {e}"),
+            Err(_) => break format!("the heartbeat query timed out after {query_timeout:?}"),
+        }
+    };
+    hb.lost.cancel();
+    tracing::warn!(
+        lease = hb.fence.name.as_str(),
+        epoch = hb.fence.epoch,
+        reason = reason.as_str(),
+        "lost leadership"
+    );
+    // Dropping the connection closes the session, which frees the lock if it still held it.
+    drop(conn);
+    None
+}
+
+/// One statement: is our lock granted to this session, and is the row still at our epoch
+/// (renewed only if the lock is held)?
+async fn prove(
+    conn: &mut PgConnection,
+    fence: &Fence,
+    key: i32,
+) -> Result<(bool, bool), sqlx::Error> {
+    let row = sqlx::query(
+        "with held as (
+             select exists (
+                 select 1 from pg_locks
+                 where locktype = 'advisory'
+                   and pid = pg_backend_pid()
+                   and database = (select oid from pg_database where datname = current_database())
+                   and classid = $3::int4::oid
+                   and objid = $4::int4::oid
+                   and objsubid = 2
+                   and granted
+             ) as held
+         ), renewed as (
+             update leader_lease set renewed_at = now()
+             where name = $1 and epoch = $2 and (select held from held)
+             returning 1
+         )
+         select (select held from held) as held, exists (select 1 from renewed) as renewed",
+    )
+    .bind(&fence.name)
+    .bind(fence.epoch)
+    .bind(LOCK_CLASS)
+    .bind(key)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.try_get("held")?, row.try_get("renewed")?))
+}
+
+/// This replica leads. Owns the heartbeat task, which owns the dedicated connection; dropping
+/// this without [`Leadership::release`] stops the heartbeat and closes the connection, which
+/// frees the lock (the next leader then waits `lease`, as after a crash).
+pub struct Leadership {
+    fence: Fence,
+    key: i32,
+    lease: Duration,
+    query_timeout: Duration,
+    proof: Arc<Proof>,
+    write_from: Instant,
+    lost: CancellationToken,
+    stop: DropGuard,
+    heartbeat: JoinHandle<Option<PgConnection>>,
+}
+
+impl Leadership {
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.fence.epoch
+    }
+
+    /// Fires once leadership can no longer be proven (heartbeat query failed, lock not found,
+    /// proof older than lease) or after release.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// True while not lost and the last successful proof is younger than `lease`, and the
+    /// takeover wait has passed.
+    pub fn may_write(&self) -> bool {
+        let now = Instant::now();
+        !self.lost.is_cancelled()
+            && now >= self.write_from
+            && now.saturating_duration_since(self.proof.last()) < self.lease
+    }
+
+    /// Resolves when writes may start (immediately if the previous holder released gracefully
+    /// or there was no previous holder, else `lease` after acquisition), or when lost or
+    /// `cancel` fires. Returns true if writes may start.
+    pub async fn ready(&self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            () = self.lost.cancelled() => return false,
+            () = cancel.cancelled() => return false,
+            () = sleep_until(self.write_from) => {}
+        }
+        self.may_write()
+    }
+
+    /// Graceful hand-over: stops the heartbeat, sets `released_at` (only where the epoch is
+    /// still ours), unlocks and closes the connection. Call it after in-flight writes finished:
+    /// the next leader starts writing at once.
+    pub async fn release(self) {
+        let Leadership {
+            fence,
+            key,
+            query_timeout,
+            lost,
+            stop,
+            heartbeat,
+            ..
+        } = self;
+        lost.cancel();
+        stop.disarm().cancel();
+        let name = fence.name.as_str();
+        let mut conn = match heartbeat.await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                tracing::info!(
+                    lease = name,
+                    epoch = fence.epoch,
+                    "leadership was already lost; nothing to release"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = name, epoch = fence.epoch, error = %e, "the heartbeat task failed; the lock goes with its connection");
+                return;
+            }
+        };
+        let marked = timeout(
+            query_timeout,
+            sqlx::query(
+                "update leader_lease set released_at = now() where name = $1 and epoch = $2",
+            )
+            .bind(name)
+            .bind(fence.epoch)
+            .execute(&mut conn),
+        )
+        .await;
+        match marked {
+            Ok(Ok(done)) if done.rows_affected() == 1 => {}
+            Ok(Ok(_)) => tracing::warn!(
+                lease = name,
+                epoch = fence.epoch,
+                "the epoch was superseded before release"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = name, epoch = fence.epoch, error = %e, "cannot mark the lease released; dropping the connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    lease = name,
+                    epoch = fence.epoch,
+                    "marking the lease released timed out; dropping the connection"
+                );
+                return;
+            }
+        }
+        let unlocked = timeout(
+            query_timeout,
+            sqlx::query_scalar::<_, bool>("select pg_advisory_unlock($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(key)
+                .fetch_one(&mut conn),
+        )
+        .await;
+        match unlocked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::warn!(
+                lease = name,
+                epoch = fence.epoch,
+                "the advisory lock was not held at release"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(lease = name, epoch = fence.epoch, error = %e, "unlock failed; dropping the connection")
+            }
+            Err(_) => tracing::warn!(
+                lease = name,
+                epoch = fence.epoch,
+                "unlock timed out; dropping the connection"
+            ),
+        }
+        match timeout(query_timeout, conn.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "closing the leader connection failed"),
+            Err(_) => tracing::debug!("closing the leader connection timed out"),
+        }
+        tracing::info!(lease = name, epoch = fence.epoch, "released leadership");
+    }
+}
