@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::outcome::{Outcome, Reason, failure_message, keys_of};
 use super::pass::PassContext;
-use crate::reconcile::{self, Action, Decision, Mode, Stray};
-use crate::store::{JournalEntry, JournalOutcome, SyncState};
+use crate::reconcile::{self, Action, CreateIntent, Decision, Mode, Stray};
+use crate::store::{JournalEntry, JournalOutcome, StoreError, SyncState};
 use crate::vapi::VapiError;
 
 /// What executing one item produced.
@@ -86,8 +86,8 @@ fn may_write(ctx: &PassContext<'_>) -> bool {
     !ctx.cancel.is_cancelled() && ctx.gate.may_write()
 }
 
-/// Runs one agent's decision. `operation_id` is the create's, when the action creates.
-pub async fn decision(ctx: &PassContext<'_>, d: Decision, operation_id: Option<Uuid>) -> Done {
+/// Runs one agent's decision.
+pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
     if ctx.settings.dry_run || d.mode != Mode::Enforce {
         return hands_off(ctx, &d);
     }
@@ -150,17 +150,9 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, operation_id: Option<U
             false,
         ),
         Action::Create { body } | Action::Recreate { body, .. } => {
-            let Some(op) = operation_id else {
-                // The pass records an intent for every create it runs; without one, do not POST.
-                return Done {
-                    skipped: true,
-                    ..done
-                };
-            };
             if !may_write(ctx) {
                 return Done {
                     skipped: true,
-                    settle_intent: Some(d.agent_id),
                     ..done
                 };
             }
@@ -168,7 +160,15 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, operation_id: Option<U
                 Action::Recreate { previous_id, .. } => Some(previous_id.as_str()),
                 _ => None,
             };
-            create(ctx, &entry, &mut done, body, op, previous).await
+            match create(ctx, &entry, &mut done, body, previous).await {
+                Some(status) => status,
+                None => {
+                    return Done {
+                        skipped: true,
+                        ..done
+                    };
+                }
+            }
         }
         Action::Patch {
             assistant_id,
@@ -276,7 +276,44 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, operation_id: Option<U
     done
 }
 
+/// Records the intent (fenced), then POSTs once. `None` when this replica no longer leads.
 async fn create(
+    ctx: &PassContext<'_>,
+    entry: &Entry<'_>,
+    done: &mut Done,
+    body: &Map<String, Value>,
+    previous: Option<&str>,
+) -> Option<Outcome> {
+    let d = entry.decision;
+    let op = Uuid::new_v4();
+    let intent = CreateIntent {
+        operation_id: op,
+        generation: d.generation,
+        started_at: Utc::now(),
+    };
+    match ctx
+        .store
+        .record_intents(ctx.fence, &[(d.agent_id, intent)])
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Fenced { .. }) => return None,
+        Err(e) => {
+            return Some(Outcome::failed(
+                d.agent_id,
+                d.generation,
+                Reason::StoreUnavailable,
+                format!(
+                    "Could not record the intent to create, so nothing was sent: {e}. The next pass tries again."
+                ),
+                false,
+            ));
+        }
+    }
+    Some(post(ctx, entry, done, body, op, previous).await)
+}
+
+async fn post(
     ctx: &PassContext<'_>,
     entry: &Entry<'_>,
     done: &mut Done,

@@ -28,6 +28,8 @@ pub enum Reason {
     /// The controller runs with `--dry-run` and the assistant differs.
     DryRun,
     Paused,
+    /// Postgres failed where the controller had to record something before calling Vapi.
+    StoreUnavailable,
     VapiRejected,
     VapiUnauthorized,
     VapiForbidden,
@@ -56,6 +58,7 @@ impl Reason {
             Self::ObserveOnly => "ObserveOnly",
             Self::DryRun => "DryRun",
             Self::Paused => "Paused",
+            Self::StoreUnavailable => "StoreUnavailable",
             Self::VapiRejected => "VapiRejected",
             Self::VapiUnauthorized => "VapiUnauthorized",
             Self::VapiForbidden => "VapiForbidden",
@@ -192,10 +195,6 @@ pub fn failure_message(what: &str, err: &VapiError, key_fingerprint: &str) -> St
         VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => format!(
             " The key in use has fingerprint {key_fingerprint}; check VAPI_PRIVATE_KEY_FILE or VAPI_PRIVATE_KEY."
         ),
-        e if e.outcome_unknown() && what.starts_with("create") => {
-            " Vapi may have stored it anyway: the next pass adopts it if so, and creates it otherwise."
-                .to_owned()
-        }
         _ => " The next pass tries again.".to_owned(),
     };
     let err = err.to_string();

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //!  Postgres ──1 query──▶ agents + status + intents ─┐
-//!                                                   ├─▶ reconcile::plan ─▶ guard ─▶ intents ─▶ execute
-//!  Vapi ──paged LIST──▶ assistants ─────────────────┘     (pure)          (pure)   (fenced)   (≤ C at once)
-//!                                                                                              │
-//!                                 journal (append) + status & settled intents (fenced) ◀───────┘
+//!                                                   ├─▶ reconcile::plan ─▶ guard ─▶ execute (≤ C at once;
+//!  Vapi ──paged LIST──▶ assistants ─────────────────┘     (pure)          (pure)   a create records
+//!                                                                                  its intent first)
+//!                                                                                     │
+//!                       journal (append) + status & settled intents (fenced) ◀────────┘
 //! ```
 //! A pass never stops for one agent: each decision ends in an outcome, failures included.
 //! There are no retry loops inside a pass; the next pass is the retry. The blast-radius guard
@@ -25,9 +26,7 @@ use super::outcome::{Outcome, Reason, failure_message};
 use crate::credentials::ApiKey;
 use crate::leader::Fence;
 use crate::reconcile::guard::{self, GuardSettings, Impact};
-use crate::reconcile::{
-    self, Action, ActualAssistant, CreateIntent, Plan, PlanInput, PlanSettings, StrayAction,
-};
+use crate::reconcile::{self, Action, ActualAssistant, Plan, PlanInput, PlanSettings, StrayAction};
 use crate::store::{RecordedStatus, Store, StoreError, SyncState};
 use crate::vapi::{VapiClient, VapiError};
 
@@ -277,12 +276,11 @@ fn sample(plan: &Plan) -> serde_json::Value {
 }
 
 enum Work {
-    Agent(reconcile::Decision, Option<Uuid>),
+    Agent(reconcile::Decision),
     Stray(reconcile::Stray),
 }
 
-/// Records create intents, then executes with bounded concurrency while a writer flushes
-/// outcomes in batches.
+/// Executes with bounded concurrency while a writer flushes outcomes in batches.
 async fn execute_plan(
     ctx: &PassContext<'_>,
     plan: Plan,
@@ -290,27 +288,7 @@ async fn execute_plan(
     mut report: PassReport,
     started: Instant,
 ) -> Result<PassReport, PassError> {
-    let enforcing = |d: &reconcile::Decision| {
-        !ctx.settings.dry_run && d.mode == reconcile::Mode::Enforce && !ctx.cancel.is_cancelled()
-    };
-    let now = Utc::now();
-    let mut intents = Vec::new();
-    let mut work = Vec::with_capacity(plan.decisions.len() + plan.strays.len());
-    for d in plan.decisions {
-        let creates = matches!(d.action, Action::Create { .. } | Action::Recreate { .. });
-        let op = (creates && enforcing(&d)).then(Uuid::new_v4);
-        if let Some(op) = op {
-            intents.push((
-                d.agent_id,
-                CreateIntent {
-                    operation_id: op,
-                    generation: d.generation,
-                    started_at: now,
-                },
-            ));
-        }
-        work.push(Work::Agent(d, op));
-    }
+    let mut work: Vec<Work> = plan.decisions.into_iter().map(Work::Agent).collect();
     if !ctx.settings.dry_run {
         work.extend(
             plan.strays
@@ -319,21 +297,21 @@ async fn execute_plan(
                 .map(Work::Stray),
         );
     }
-    // Before any POST: a crash from here on leaves intents, and the next pass adopts or waits.
-    ctx.store.record_intents(ctx.fence, &intents).await?;
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Done>(STATUS_BATCH);
+    // Unbounded on purpose: an executor blocked on a full channel stops polling its in-flight
+    // writes, which may hold pool connections mid-transaction, while the writer needs one to
+    // drain the channel. At most one item per agent is ever queued.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     let executor = async move {
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
                 match w {
-                    Work::Agent(d, op) => execute::decision(ctx, d, op).await,
+                    Work::Agent(d) => execute::decision(ctx, d).await,
                     Work::Stray(s) => execute::stray(ctx, s).await,
                 }
             })
             .buffer_unordered(ctx.settings.concurrency);
         while let Some(done) = results.next().await {
-            if tx.send(done).await.is_err() {
+            if tx.send(done).is_err() {
                 break;
             }
         }

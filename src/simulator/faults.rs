@@ -34,6 +34,8 @@ pub enum FaultMode {
     Drop,
     /// Never answer (until the simulator shuts down).
     Hang,
+    /// Apply the request, then never answer: the caller dies or times out not knowing.
+    CommitThenHang,
 }
 
 /// One fault rule. Rules are evaluated in insertion order; the first match with budget left applies.

@@ -299,6 +299,12 @@ async fn entry(
             record(0);
             drop_connection()
         }
+        FaultMode::CommitThenHang => {
+            let _ = handle(sim, &method, route, id, &org, &uri, body);
+            record(0);
+            app.shutdown.cancelled().await;
+            drop_connection()
+        }
         FaultMode::Hang => {
             // Counted now: the request may never finish.
             record(0);
