@@ -117,6 +117,13 @@ fn pass_settings(
         guard_min_count,
         journal_retention: _,
     } = pass;
+    if Duration::from(leader.leader_renew_interval) * 2 > Duration::from(leader.leader_lease) {
+        bail!(
+            "LEADER_RENEW_INTERVAL / --leader-renew-interval ({}) must be at most half of LEADER_LEASE / --leader-lease ({}): a leader must prove its lock again before the last proof expires",
+            leader.leader_renew_interval,
+            leader.leader_lease
+        );
+    }
     let floor = Duration::from(vapi.vapi_request_timeout) + Duration::from(leader.leader_lease);
     if Duration::from(*create_grace) < floor {
         bail!(

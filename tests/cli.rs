@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::process::{BIN, command, read_until, signal, url_of};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -12,43 +13,11 @@ use tokio::process::Command;
 use sqlx::PgPool;
 use vapi_reconciler::simulator::Simulator;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vapi-reconciler");
-
-/// The URL of the test's own database.
-fn url_of(pool: &PgPool) -> String {
-    let db = pool.connect_options().get_database().unwrap().to_owned();
-    let mut url = reqwest::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
-    url.set_path(&db);
-    url.to_string()
-}
-
 async fn simulator() -> (vapi_reconciler::simulator::RunningSimulator, String) {
     let sim = Simulator::new();
     let key = uuid::Uuid::new_v4().to_string();
     sim.add_key(&key, "org-1");
     (sim.start(([127, 0, 0, 1], 0).into()).await.unwrap(), key)
-}
-
-fn command(args: &[&str], url: &str, base: &str, key: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.kill_on_drop(true)
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("VAPI_BASE_URL", base)
-        .env("VAPI_PRIVATE_KEY", key)
-        .env_remove("VAPI_PRIVATE_KEY_FILE")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-async fn signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().expect("the child is running").to_string();
-    let status = Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 fn assert_ok(out: &std::process::Output) {
@@ -181,30 +150,6 @@ async fn run_stops_cleanly_on_sigterm(pool: PgPool) {
     );
 }
 
-/// Reads log lines until one contains `marker`; a test that never sees it fails instead of
-/// hanging (the bound is generous: it only catches a marker that never comes).
-async fn read_until(
-    lines: &mut tokio::io::Lines<BufReader<impl tokio::io::AsyncRead + Unpin>>,
-    marker: &str,
-    log: &mut Vec<String>,
-) {
-    let reading = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let found = line.contains(marker);
-            log.push(line);
-            if found {
-                return true;
-            }
-        }
-        false
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(60), reading).await {
-        Ok(true) => {}
-        Ok(false) => panic!("the process ended before logging {marker:?}: {log:#?}"),
-        Err(_) => panic!("no {marker:?} within 60 s: {log:#?}"),
-    }
-}
-
 #[sqlx::test]
 async fn sigterm_mid_pass_finishes_in_flight_writes_and_records_them(pool: PgPool) {
     let url = url_of(&pool);
@@ -255,6 +200,82 @@ async fn sigterm_mid_pass_finishes_in_flight_writes_and_records_them(pool: PgPoo
         summary.contains(&format!("skipped={}", 8 - created)),
         "{summary}"
     );
+}
+
+#[sqlx::test]
+async fn a_blocked_pass_waits_for_guard_confirm_on_the_command_line(pool: PgPool) {
+    let url = url_of(&pool);
+    let (running, key) = simulator().await;
+    let org = common::org(&pool, "Harbor").await;
+    for n in 0..10 {
+        common::agent(&pool, org, &format!("agent-{n}"), common::spec(n)).await;
+    }
+    let once = || async {
+        command(&["reconcile", "--once"], &url, &running.base_url(), &key)
+            .env("GUARD_MIN_COUNT", "5")
+            .env("ORPHAN_GRACE", "0s")
+            .output()
+            .await
+            .unwrap()
+    };
+    assert_ok(&once().await);
+    sqlx::query("delete from agents")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let out = once().await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a blocked pass is not a success"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let block = report["blocked"]["block_id"].as_i64().unwrap();
+    assert_eq!(report["blocked"]["deletes"], 10);
+    assert_eq!(report["orphans_deleted"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("vapi-reconciler guard confirm {block}")),
+        "the log says how to confirm: {stderr}"
+    );
+
+    let list = command(&["guard", "list"], &url, &running.base_url(), &key)
+        .output()
+        .await
+        .unwrap();
+    assert_ok(&list);
+    let blocks: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(blocks[0]["id"], block);
+    assert!(blocks[0]["confirmed_at"].is_null());
+
+    let bad = command(
+        &["guard", "confirm", "999999"],
+        &url,
+        &running.base_url(),
+        &key,
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no guard block with id 999999"));
+
+    let confirm = command(
+        &["guard", "confirm", &block.to_string(), "--by", "on-call"],
+        &url,
+        &running.base_url(),
+        &key,
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_ok(&confirm);
+    let out = once().await;
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["confirmed_block"], block);
+    assert_eq!(report["orphans_deleted"], 10);
 }
 
 #[tokio::test]

@@ -384,14 +384,16 @@ fn count(o: &Outcome, report: &mut PassReport) {
 }
 
 /// Nothing was attempted and the status table already says this: no write. An agent that was,
-/// and still is, synced with the same assistant keeps its row (and the reason it got synced).
+/// and still is, synced with the same assistant keeps its row (why it got synced, what drifted).
 fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
-    !o.attempted
-        && recorded.is_some_and(|r| {
-            r.state == Some(o.state)
-                && (r.reason == o.reason.as_str() || o.reason == Reason::InSync)
-                && r.observed_generation == o.generation
-                && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id)
-                && r.drift == o.drift
-        })
+    let Some(r) = recorded.filter(|_| !o.attempted) else {
+        return false;
+    };
+    let same = r.state == Some(o.state)
+        && r.observed_generation == o.generation
+        && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id);
+    if o.reason == Reason::InSync {
+        return same;
+    }
+    same && r.reason == o.reason.as_str() && r.drift == o.drift
 }

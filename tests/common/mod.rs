@@ -2,6 +2,8 @@
 //! on 127.0.0.1, and the controller wired to both exactly as `app` wires it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
