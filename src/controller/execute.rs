@@ -122,16 +122,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
                     ),
                 )
             } else {
-                Outcome::synced(
-                    d.agent_id,
-                    d.generation,
-                    Reason::InSync,
-                    assistant_id,
-                    format!(
-                        "Assistant {assistant_id} matches generation {}.",
-                        d.generation
-                    ),
-                )
+                in_sync(&d, assistant_id)
             }
         }
         Action::Invalid { problems } => invalid(d.agent_id, d.generation, problems),
@@ -556,16 +547,7 @@ fn hands_off(ctx: &PassContext<'_>, d: &Decision) -> Done {
     let status = match (&d.action, would) {
         (Action::Invalid { problems }, _) => invalid(d.agent_id, d.generation, problems),
         (Action::InSync { assistant_id, .. }, None) if state != SyncState::Paused => {
-            Outcome::synced(
-                d.agent_id,
-                d.generation,
-                Reason::InSync,
-                assistant_id,
-                format!(
-                    "Assistant {assistant_id} matches generation {}.",
-                    d.generation
-                ),
-            )
+            in_sync(d, assistant_id)
         }
         (action, would) => {
             let prefix = match reason {
@@ -679,6 +661,19 @@ pub async fn stray(ctx: &PassContext<'_>, s: Stray) -> Done {
         why,
     });
     done
+}
+
+fn in_sync(d: &Decision, assistant_id: &str) -> Outcome {
+    Outcome::synced(
+        d.agent_id,
+        d.generation,
+        Reason::InSync,
+        assistant_id,
+        format!(
+            "Assistant {assistant_id} matches generation {}.",
+            d.generation
+        ),
+    )
 }
 
 pub fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {
