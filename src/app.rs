@@ -13,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs, OrphanPolicyArg, PassArgs,
-    ReconcileArgs, RunArgs, VapiArgs,
+    ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
 };
-use crate::controller::{Controller, LoopConfig, PassSettings};
-use crate::credentials::{ApiKey, load_platform_key};
+use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
+use crate::credentials::PlatformKey;
 use crate::http::{self, HttpState};
 use crate::leader::{Elector, LeaderConfig};
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{OrphanPolicy, PlanSettings};
+use crate::resilience::{Backoff, BreakerConfig, Rate};
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
 
@@ -79,11 +80,61 @@ async fn ensure_migrated(pool: &PgPool, apply: bool) -> anyhow::Result<()> {
     )
 }
 
-fn platform_key(args: &VapiArgs) -> anyhow::Result<ApiKey> {
+fn platform_key(args: &VapiArgs) -> anyhow::Result<PlatformKey> {
     let env = std::env::var("VAPI_PRIVATE_KEY").ok();
-    let (key, source) = load_platform_key(args.vapi_private_key_file.as_deref(), env.as_deref())?;
-    tracing::info!(fingerprint = key.fingerprint(), source = %source, "loaded Vapi key");
-    Ok(key)
+    Ok(PlatformKey::load(
+        args.vapi_private_key_file.as_deref(),
+        env.as_deref(),
+    )?)
+}
+
+/// Pacing, retries, breaker and back-off, from their flags.
+fn resilience(args: &ResilienceArgs) -> (LaneConfig, Backoff) {
+    let ResilienceArgs {
+        key_reload_interval: _,
+        vapi_read_rate,
+        vapi_read_burst,
+        vapi_write_rate,
+        vapi_write_burst,
+        vapi_retries,
+        vapi_retry_after_max,
+        breaker_failures,
+        breaker_open_base,
+        breaker_open_max,
+        quarantine_probe_interval,
+        agent_backoff_base,
+        agent_backoff_max,
+    } = args;
+    let lanes = LaneConfig {
+        breaker: BreakerConfig {
+            failure_threshold: *breaker_failures,
+            open_base: (*breaker_open_base).into(),
+            open_max: (*breaker_open_max).into(),
+        },
+        read_rate: Rate {
+            per_second: *vapi_read_rate,
+            burst: *vapi_read_burst,
+        },
+        write_rate: Rate {
+            per_second: *vapi_write_rate,
+            burst: *vapi_write_burst,
+        },
+        retries: *vapi_retries,
+        retry_backoff: Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            jitter: 0.2,
+        },
+        retry_after_min: Duration::from_secs(1),
+        retry_after_max: (*vapi_retry_after_max).into(),
+        probe_interval: (*quarantine_probe_interval).into(),
+    };
+    let agents = Backoff {
+        base: (*agent_backoff_base).into(),
+        max: (*agent_backoff_max).into(),
+        jitter: 0.2,
+    };
+    (lanes, agents)
 }
 
 /// This replica's identity: hostname/pid unless given.
@@ -162,8 +213,10 @@ async fn build(
         vapi,
         pass,
         leader,
+        resilience: resilience_args,
     } = args;
     let key = platform_key(vapi)?;
+    let (lanes, agent_backoff) = resilience(resilience_args);
     let settings = pass_settings(pass, vapi, leader)?;
     let client = VapiClient::new(&ClientConfig {
         base_url: vapi.vapi_base_url.clone(),
@@ -174,6 +227,8 @@ async fn build(
         resync_interval,
         jitter: RESYNC_JITTER,
         journal_retention: pass.journal_retention.into(),
+        lanes,
+        agent_backoff,
     };
     let (pool, options) = connect_with_options(&database.database_url).await?;
     ensure_migrated(&pool, apply_migrations).await?;
@@ -217,8 +272,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let state = HttpState {
         pool,
         loop_status: controller.subscribe(),
+        platform_key: controller.platform_key().clone(),
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    let activator = controller.activator();
+    tokio::spawn(controller.platform_key().clone().watch(
+        args.resilience.key_reload_interval.into(),
+        cancel.clone(),
+        move || activator.activate(),
+    ));
     controller.run(&elector, cancel.clone()).await;
     cancel.cancel();
     server.await.context("HTTP server task")??;

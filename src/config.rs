@@ -162,6 +162,51 @@ pub struct ControllerArgs {
     pub pass: PassArgs,
     #[command(flatten)]
     pub leader: LeaderArgs,
+    #[command(flatten)]
+    pub resilience: ResilienceArgs,
+}
+
+/// How calls to Vapi are paced, retried and stopped, per key.
+#[derive(Debug, Clone, Args)]
+pub struct ResilienceArgs {
+    /// How often VAPI_PRIVATE_KEY_FILE is re-read; a changed key is used at once.
+    #[arg(long, env = "KEY_RELOAD_INTERVAL", default_value = "2s", value_parser = positive_duration)]
+    pub key_reload_interval: humantime::Duration,
+    /// Read calls (GET) per second, per key.
+    #[arg(long, env = "VAPI_READ_RATE", default_value_t = 5.0, value_parser = positive_rate)]
+    pub vapi_read_rate: f64,
+    #[arg(long, env = "VAPI_READ_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vapi_read_burst: u32,
+    /// Write calls (POST, PATCH, DELETE) per second, per key.
+    #[arg(long, env = "VAPI_WRITE_RATE", default_value_t = 10.0, value_parser = positive_rate)]
+    pub vapi_write_rate: f64,
+    #[arg(long, env = "VAPI_WRITE_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub vapi_write_burst: u32,
+    /// Extra attempts of an idempotent call (GET, PATCH, DELETE) after a 429, 5xx, timeout or
+    /// transport error. A POST is never retried.
+    #[arg(long, env = "VAPI_RETRIES", default_value_t = 3)]
+    pub vapi_retries: u32,
+    /// Longest `Retry-After` honoured from a 429.
+    #[arg(long, env = "VAPI_RETRY_AFTER_MAX", default_value = "60s", value_parser = positive_duration)]
+    pub vapi_retry_after_max: humantime::Duration,
+    /// Consecutive failures (5xx, timeouts, unreachable) that open a key's circuit breaker.
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failures: u32,
+    /// First open period of the breaker; doubles after each failed probe...
+    #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "5s", value_parser = positive_duration)]
+    pub breaker_open_base: humantime::Duration,
+    /// ...up to this.
+    #[arg(long, env = "BREAKER_OPEN_MAX", default_value = "5m", value_parser = positive_duration)]
+    pub breaker_open_max: humantime::Duration,
+    /// A key Vapi rejected (401/403) is probed at most this often until it changes.
+    #[arg(long, env = "QUARANTINE_PROBE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    pub quarantine_probe_interval: humantime::Duration,
+    /// First retry delay of a failing agent; doubles per failure (with jitter)...
+    #[arg(long, env = "AGENT_BACKOFF_BASE", default_value = "2s", value_parser = positive_duration)]
+    pub agent_backoff_base: humantime::Duration,
+    /// ...up to this.
+    #[arg(long, env = "AGENT_BACKOFF_MAX", default_value = "5m", value_parser = positive_duration)]
+    pub agent_backoff_max: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -228,6 +273,15 @@ pub struct DemoArgs {
 
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "must be a positive number of calls per second, got {s:?}"
+        )),
+    }
 }
 
 fn share(s: &str) -> Result<f64, String> {

@@ -82,6 +82,117 @@ pub enum KeyError {
     Missing,
 }
 
+/// The platform key as loaded, with where from and when.
+#[derive(Debug, Clone)]
+pub struct LoadedKey {
+    pub key: ApiKey,
+    pub source: KeySource,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl serde::Serialize for LoadedKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_json::json!({
+            "fingerprint": self.key.fingerprint(),
+            "source": self.source.to_string(),
+            "loadedAt": self.loaded_at,
+        })
+        .serialize(s)
+    }
+}
+
+/// The platform key, kept current: a mounted Kubernetes Secret is updated by an atomic symlink
+/// swap, and re-reading the path follows it, so polling the file picks up a rotation within one
+/// interval with no restart. A file that turns unreadable or empty keeps the last good key (and
+/// says so): a half-written rotation must not stop a working controller.
+#[derive(Debug, Clone)]
+pub struct PlatformKey {
+    file: Option<PathBuf>,
+    current: tokio::sync::watch::Sender<LoadedKey>,
+}
+
+impl PlatformKey {
+    /// Reads the key once; a file wins over the environment because a mounted secret is what
+    /// gets rotated.
+    pub fn load(file: Option<&Path>, env_value: Option<&str>) -> Result<Self, KeyError> {
+        let (key, source) = load_platform_key(file, env_value)?;
+        tracing::info!(fingerprint = key.fingerprint(), source = %source, "loaded the Vapi platform key");
+        Ok(Self::from_loaded(file.map(Path::to_owned), key, source))
+    }
+
+    /// A key that never changes (tests, the demo).
+    pub fn fixed(key: ApiKey) -> Self {
+        Self::from_loaded(None, key, KeySource::Env)
+    }
+
+    fn from_loaded(file: Option<PathBuf>, key: ApiKey, source: KeySource) -> Self {
+        let loaded = LoadedKey {
+            key,
+            source,
+            loaded_at: chrono::Utc::now(),
+        };
+        Self {
+            file,
+            current: tokio::sync::watch::Sender::new(loaded),
+        }
+    }
+
+    pub fn current(&self) -> LoadedKey {
+        self.current.borrow().clone()
+    }
+
+    /// Re-reads the file; `Ok(true)` when the key changed. Without a file there is nothing to do.
+    pub fn reload(&self) -> Result<bool, KeyError> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let (key, source) = load_platform_key(Some(path), None)?;
+        if key.fingerprint() == self.current.borrow().key.fingerprint() {
+            return Ok(false);
+        }
+        tracing::info!(
+            fingerprint = key.fingerprint(),
+            previous = self.current.borrow().key.fingerprint(),
+            source = %source,
+            "reloaded the Vapi platform key"
+        );
+        self.current.send_replace(LoadedKey {
+            key,
+            source,
+            loaded_at: chrono::Utc::now(),
+        });
+        Ok(true)
+    }
+
+    /// Polls the file every `every` until `cancel`; calls `changed` after each new key.
+    pub async fn watch(
+        self,
+        every: std::time::Duration,
+        cancel: tokio_util::sync::CancellationToken,
+        changed: impl Fn(),
+    ) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = cancel.cancelled() => return,
+            }
+            match self.reload() {
+                Ok(true) => {
+                    failing = false;
+                    changed();
+                }
+                Ok(false) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, fingerprint = self.current.borrow().key.fingerprint(), "cannot reload the Vapi platform key; keeping the one loaded");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 /// Reads the platform key; a file wins over the environment because a mounted secret is what
 /// gets rotated.
 pub fn load_platform_key(

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::app::stop_on_signal;
 use crate::config::DemoArgs;
 use crate::controller::{Controller, LoopConfig, PassSettings};
-use crate::credentials::ApiKey;
+use crate::credentials::{ApiKey, PlatformKey};
 use crate::leader::{Elector, LeaderConfig};
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{MANAGED_BY, OrphanPolicy, PlanSettings};
@@ -63,11 +63,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let controller = Controller::new(
         Store::new(pool.clone()),
         vapi,
-        key,
+        PlatformKey::fixed(key),
         LoopConfig {
             resync_interval: resync_interval.into(),
             jitter: 0.0,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            lanes: crate::controller::LaneConfig {
+                breaker: crate::resilience::BreakerConfig::default(),
+                read_rate: crate::resilience::Rate {
+                    per_second: 50.0,
+                    burst: 50,
+                },
+                write_rate: crate::resilience::Rate {
+                    per_second: 50.0,
+                    burst: 50,
+                },
+                retries: 2,
+                retry_backoff: crate::resilience::Backoff {
+                    base: Duration::from_millis(200),
+                    max: Duration::from_secs(2),
+                    jitter: 0.2,
+                },
+                retry_after_min: Duration::from_secs(1),
+                retry_after_max: Duration::from_secs(10),
+                probe_interval: Duration::from_secs(10),
+            },
+            agent_backoff: crate::resilience::Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+                jitter: 0.2,
+            },
         },
         PassSettings {
             concurrency: 4,

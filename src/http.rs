@@ -16,12 +16,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::LoopStatus;
+use crate::credentials::PlatformKey;
 use crate::store;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub pool: PgPool,
     pub loop_status: watch::Receiver<LoopStatus>,
+    pub platform_key: PlatformKey,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -55,8 +57,17 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
 async fn readyz(State(state): State<HttpState>) -> Response {
     match store::unapplied_migrations(&state.pool).await {
         Ok(missing) if missing.is_empty() => {
-            let role = state.loop_status.borrow().role;
-            Json(json!({"status": "ready", "role": role})).into_response()
+            let (role, credentials) = {
+                let s = state.loop_status.borrow();
+                (s.role, s.credentials.clone())
+            };
+            Json(json!({
+                "status": "ready",
+                "role": role,
+                "platformKey": state.platform_key.current(),
+                "credentials": credentials,
+            }))
+            .into_response()
         }
         Ok(missing) => not_ready(format!("unapplied migrations: {}", missing.join(", "))),
         Err(e) => not_ready(format!("database unreachable: {e}")),

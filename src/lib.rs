@@ -7,6 +7,7 @@ pub mod demo;
 pub mod http;
 pub mod leader;
 pub mod reconcile;
+pub mod resilience;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

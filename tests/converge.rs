@@ -257,7 +257,7 @@ async fn a_rejected_key_fails_every_agent_loudly(pool: PgPool) {
         let s = status(&pool, id).await;
         assert_eq!(
             (s.state.as_str(), s.reason.as_str()),
-            ("failed", "VapiUnauthorized")
+            ("failed", "CredentialsRejected")
         );
         assert!(
             s.message.contains("Invalid Key") && s.message.contains(env.key.fingerprint()),

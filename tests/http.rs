@@ -7,6 +7,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use vapi_reconciler::controller::LoopStatus;
+use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::http::{self, HttpState};
 use vapi_reconciler::simulator::{Fault, FaultMode};
 
@@ -14,10 +15,15 @@ async fn serve(
     pool: PgPool,
     loop_status: tokio::sync::watch::Receiver<LoopStatus>,
 ) -> (String, CancellationToken) {
+    let platform_key = PlatformKey::fixed(ApiKey::new("a-test-key").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
-    let state = HttpState { pool, loop_status };
+    let state = HttpState {
+        pool,
+        loop_status,
+        platform_key,
+    };
     tokio::spawn(http::serve(listener, state, cancel.clone()));
     (base, cancel)
 }

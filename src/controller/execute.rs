@@ -12,7 +12,8 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::outcome::{Outcome, Reason, failure_message, keys_of};
+use super::lane::{CallError, Lane};
+use super::outcome::{Outcome, Reason, keys_of};
 use super::pass::PassContext;
 use crate::reconcile::{self, Action, CreateIntent, Decision, Mode, Stray};
 use crate::store::{JournalEntry, JournalOutcome, StoreError, SyncState};
@@ -32,6 +33,15 @@ pub struct Done {
     pub skipped: bool,
 }
 
+impl Done {
+    pub fn status(o: Outcome) -> Self {
+        Self {
+            status: Some(o),
+            ..Self::default()
+        }
+    }
+}
+
 /// Whether a write may start now.
 pub trait Gate {
     fn may_write(&self) -> bool;
@@ -41,6 +51,7 @@ pub trait Gate {
 struct Entry<'a> {
     ctx: &'a PassContext<'a>,
     decision: &'a Decision,
+    lane: &'a Lane,
 }
 
 impl Entry<'_> {
@@ -70,15 +81,15 @@ impl Entry<'_> {
     }
 }
 
-fn journal_outcome(err: &VapiError) -> JournalOutcome {
+fn journal_outcome(err: &CallError) -> JournalOutcome {
     match err {
-        VapiError::NotFound => JournalOutcome::Gone,
+        CallError::Vapi(VapiError::NotFound) => JournalOutcome::Gone,
         e if e.outcome_unknown() => JournalOutcome::Unknown,
         _ => JournalOutcome::Failed,
     }
 }
 
-fn error_why(err: &VapiError) -> String {
+fn error_why(err: &CallError) -> String {
     format!("{}: {err}", err.kind())
 }
 
@@ -86,12 +97,18 @@ fn may_write(ctx: &PassContext<'_>) -> bool {
     !ctx.cancel.is_cancelled() && ctx.gate.may_write()
 }
 
-/// Runs one agent's decision.
-pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
+/// Runs one agent's decision with its credential's lane.
+pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
     if ctx.settings.dry_run || d.mode != Mode::Enforce {
-        return hands_off(ctx, &d);
+        let mut done = hands_off(ctx, &d);
+        done.status = done.status.map(|s| s.with_key(lane.fingerprint()));
+        return done;
     }
-    let entry = Entry { ctx, decision: &d };
+    let entry = Entry {
+        ctx,
+        decision: &d,
+        lane,
+    };
     let mut done = Done::default();
     if d.intent.is_some() && !matches!(d.action, Action::AwaitCreate { .. }) {
         // Found, replaced by this pass's create, or moot: the old intent is settled either way.
@@ -175,7 +192,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
                 };
             }
             let started = Utc::now();
-            let result = ctx.vapi.update(ctx.key, assistant_id, patch).await;
+            let result = lane.update(assistant_id, patch).await;
             let why = format!("drift: {}", drift.join(", "));
             match result {
                 Ok(_) => {
@@ -214,7 +231,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
                         None,
                         format!("{why}; {}", error_why(&err)),
                     ));
-                    if matches!(err, VapiError::NotFound) {
+                    if matches!(err, CallError::Vapi(VapiError::NotFound)) {
                         // Deleted between the listing and the patch: the next pass recreates it.
                         Outcome::other(
                             d.agent_id,
@@ -227,16 +244,12 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
                             true,
                         )
                     } else {
-                        Outcome::failed(
+                        Outcome::call_failed(
                             d.agent_id,
                             d.generation,
-                            Reason::of(&err),
-                            failure_message(
-                                &format!("patch assistant {assistant_id}"),
-                                &err,
-                                ctx.key.fingerprint(),
-                            ),
-                            true,
+                            &format!("patch assistant {assistant_id}"),
+                            &err,
+                            entry.lane.fingerprint(),
                         )
                         .with_drift(drift.clone())
                     }
@@ -250,7 +263,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
                     ..done
                 };
             }
-            delete_all(ctx, &entry, &mut done, assistant_ids).await
+            delete_all(&entry, &mut done, assistant_ids).await
         }
         Action::Deleted => Outcome::other(
             d.agent_id,
@@ -263,7 +276,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision) -> Done {
         ),
     };
     let status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
-    done.status = Some(status);
+    done.status = Some(status.with_key(lane.fingerprint()));
     done
 }
 
@@ -301,11 +314,10 @@ async fn create(
             ));
         }
     }
-    Some(post(ctx, entry, done, body, op, previous).await)
+    Some(post(entry, done, body, op, previous).await)
 }
 
 async fn post(
-    ctx: &PassContext<'_>,
     entry: &Entry<'_>,
     done: &mut Done,
     body: &Map<String, Value>,
@@ -324,7 +336,7 @@ async fn post(
     };
     let started = Utc::now();
     let body = reconcile::with_operation(body.clone(), op);
-    match ctx.vapi.create(ctx.key, &body).await {
+    match entry.lane.create(&body).await {
         Ok(created) => {
             done.settle_intent = Some(d.agent_id);
             let Some(id) = created.get("id").and_then(Value::as_str) else {
@@ -401,46 +413,35 @@ async fn post(
             done.journal.push(entry.record(
                 started,
                 action,
-                JournalOutcome::Failed,
+                journal_outcome(&err),
                 None,
                 Some(op),
                 format!("{why}; {}", error_why(&err)),
             ));
-            Outcome::failed(
+            Outcome::call_failed(
                 d.agent_id,
                 d.generation,
-                Reason::of(&err),
-                failure_message(
-                    &format!("{action} the assistant"),
-                    &err,
-                    ctx.key.fingerprint(),
-                ),
-                true,
+                &format!("{action} the assistant"),
+                &err,
+                entry.lane.fingerprint(),
             )
         }
     }
 }
 
 /// Deletes each assistant and confirms it is gone (a 404 on GET).
-async fn delete_all(
-    ctx: &PassContext<'_>,
-    entry: &Entry<'_>,
-    done: &mut Done,
-    ids: &[String],
-) -> Outcome {
+async fn delete_all(entry: &Entry<'_>, done: &mut Done, ids: &[String]) -> Outcome {
     let d = entry.decision;
     for id in ids {
-        if let Err(err) = delete_confirmed(ctx, entry, done, id, "the agent is deleted").await {
-            let (reason, message) = (
-                Reason::of(&err),
-                failure_message(
-                    &format!("delete assistant {id}"),
-                    &err,
-                    ctx.key.fingerprint(),
-                ),
-            );
-            return Outcome::failed(d.agent_id, d.generation, reason, message, true)
-                .with_assistant(Some(id.clone()));
+        if let Err(err) = delete_confirmed(entry, done, id, "the agent is deleted").await {
+            return Outcome::call_failed(
+                d.agent_id,
+                d.generation,
+                &format!("delete assistant {id}"),
+                &err,
+                entry.lane.fingerprint(),
+            )
+            .with_assistant(Some(id.clone()));
         }
         done.assistants_deleted += 1;
     }
@@ -459,20 +460,20 @@ async fn delete_all(
 
 /// DELETE, then GET to confirm a 404. A 404 on the DELETE itself means already gone.
 async fn delete_confirmed(
-    ctx: &PassContext<'_>,
     entry: &Entry<'_>,
     done: &mut Done,
     id: &str,
     why: &str,
-) -> Result<(), VapiError> {
+) -> Result<(), CallError> {
     let started = Utc::now();
-    let result = match ctx.vapi.delete(ctx.key, id).await {
-        Ok(_) | Err(VapiError::NotFound) => match ctx.vapi.get(ctx.key, id).await {
-            Err(VapiError::NotFound) => Ok(()),
-            Ok(_) => Err(VapiError::UnexpectedStatus {
+    let lane = entry.lane;
+    let result = match lane.delete(id).await {
+        Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => match lane.get(id).await {
+            Err(CallError::Vapi(VapiError::NotFound)) => Ok(()),
+            Ok(_) => Err(CallError::Vapi(VapiError::UnexpectedStatus {
                 status: 200,
                 message: "the assistant is still there after DELETE".into(),
-            }),
+            })),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -505,17 +506,13 @@ async fn remove_duplicates(
             break;
         }
         let why = format!("duplicate of {kept}");
-        if let Err(err) = delete_confirmed(ctx, entry, done, id, &why).await {
-            return Outcome::failed(
+        if let Err(err) = delete_confirmed(entry, done, id, &why).await {
+            return Outcome::call_failed(
                 d.agent_id,
                 d.generation,
-                Reason::of(&err),
-                failure_message(
-                    &format!("delete duplicate assistant {id}"),
-                    &err,
-                    ctx.key.fingerprint(),
-                ),
-                true,
+                &format!("delete duplicate assistant {id}"),
+                &err,
+                entry.lane.fingerprint(),
             )
             .with_assistant(status.assistant_id);
         }
@@ -619,7 +616,7 @@ fn describe(action: &Action, duplicates: &[String]) -> Option<String> {
 }
 
 /// Deletes an orphan whose grace period has passed.
-pub async fn stray(ctx: &PassContext<'_>, s: Stray) -> Done {
+pub async fn stray(ctx: &PassContext<'_>, s: Stray, lane: &Lane) -> Done {
     let mut done = Done::default();
     if !may_write(ctx) {
         done.skipped = true;
@@ -632,8 +629,8 @@ pub async fn stray(ctx: &PassContext<'_>, s: Stray) -> Done {
         s.first_seen
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    let result = match ctx.vapi.delete(ctx.key, &s.assistant_id).await {
-        Ok(_) | Err(VapiError::NotFound) => Ok(()),
+    let result = match lane.delete(&s.assistant_id).await {
+        Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => Ok(()),
         Err(e) => Err(e),
     };
     let (outcome, why) = match &result {

@@ -5,10 +5,14 @@
 //! only changes *when* work happens, never *what* is looked at. Shutdown stops new writes from
 //! starting, lets in-flight calls finish and records their outcomes, then returns.
 
+mod activator;
 mod execute;
+mod lane;
 mod outcome;
 mod pass;
+mod requeue;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,14 +20,18 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use activator::Activator;
 pub use execute::Gate;
+pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, Rejection};
 pub use outcome::{Outcome, Reason};
 pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, run_pass};
 
-use crate::credentials::ApiKey;
+use crate::credentials::{LoadedKey, PlatformKey};
 use crate::leader::{Elector, Leadership};
-use crate::store::Store;
+use crate::resilience::Backoff;
+use crate::store::{CredentialHealth, Store};
 use crate::vapi::VapiClient;
+use requeue::Requeue;
 
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -32,6 +40,9 @@ pub struct LoopConfig {
     pub jitter: f64,
     /// Journal entries older than this are deleted (checked at most hourly).
     pub journal_retention: Duration,
+    pub lanes: LaneConfig,
+    /// Spacing of a failing agent's retries.
+    pub agent_backoff: Backoff,
 }
 
 /// Whether this replica reconciles.
@@ -53,6 +64,10 @@ pub struct LoopStatus {
     pub last_pass: Option<PassReport>,
     pub last_error: Option<String>,
     pub last_pass_finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The platform key in use (fingerprint, source, load time).
+    pub platform_key: Option<LoadedKey>,
+    /// Breaker and quarantine state of every key in use, after the last pass.
+    pub credentials: Vec<LaneStatus>,
 }
 
 impl Gate for Leadership {
@@ -66,11 +81,13 @@ const JOURNAL_TRIM_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Controller {
     store: Store,
-    vapi: VapiClient,
-    key: ApiKey,
+    platform: PlatformKey,
+    lanes: Lanes,
+    requeue: Requeue,
     config: LoopConfig,
     settings: PassSettings,
     holder: String,
+    activator: Activator,
     last_trim: Mutex<Option<Instant>>,
     status: watch::Sender<LoopStatus>,
 }
@@ -79,21 +96,32 @@ impl Controller {
     pub fn new(
         store: Store,
         vapi: VapiClient,
-        key: ApiKey,
+        platform: PlatformKey,
         config: LoopConfig,
         settings: PassSettings,
         holder: String,
     ) -> Self {
         Self {
             store,
-            vapi,
-            key,
+            lanes: Lanes::new(vapi, config.lanes.clone()),
+            requeue: Requeue::new(config.agent_backoff),
+            platform,
             config,
             settings,
             holder,
+            activator: Activator::new(),
             last_trim: Mutex::new(None),
             status: watch::Sender::new(LoopStatus::default()),
         }
+    }
+
+    /// Wakes the loop for a pass now (coalescing with any pass already asked for).
+    pub fn activator(&self) -> Activator {
+        self.activator.clone()
+    }
+
+    pub fn platform_key(&self) -> &PlatformKey {
+        &self.platform
     }
 
     pub fn subscribe(&self) -> watch::Receiver<LoopStatus> {
@@ -107,10 +135,14 @@ impl Controller {
         cancel: &CancellationToken,
     ) -> Result<PassReport, PassError> {
         let fence = lead.fence();
+        let platform = self.platform.current();
+        let org_keys = HashMap::new();
         let ctx = PassContext {
             store: &self.store,
-            vapi: &self.vapi,
-            key: &self.key,
+            lanes: &self.lanes,
+            platform: &platform,
+            org_keys: &org_keys,
+            requeue: &self.requeue,
             settings: &self.settings,
             fence: &fence,
             gate: lead,
@@ -118,7 +150,11 @@ impl Controller {
             cancel,
         };
         let result = run_pass(&ctx).await;
+        let credentials = self.lanes.statuses();
+        self.record_health(&fence, &credentials).await;
         self.status.send_modify(|s| {
+            s.platform_key = Some(platform.clone());
+            s.credentials = credentials;
             s.passes += 1;
             s.last_pass_finished_at = Some(chrono::Utc::now());
             match &result {
@@ -157,6 +193,49 @@ impl Controller {
         result
     }
 
+    /// Publishes every key's state and applies operators' breaker resets.
+    async fn record_health(&self, fence: &crate::leader::Fence, lanes: &[LaneStatus]) {
+        let rows: Vec<CredentialHealth> = lanes
+            .iter()
+            .map(|l| CredentialHealth {
+                fingerprint: l.fingerprint.clone(),
+                scope: l.scope.clone(),
+                breaker_state: l.breaker.as_str().to_owned(),
+                consecutive_failures: i32::try_from(l.consecutive_failures).unwrap_or(i32::MAX),
+                open_until: l.open_until,
+                last_transition_at: l.last_transition,
+                rejected_at: l.rejected.as_ref().map(|r| r.at),
+                rejected_status: l.rejected.as_ref().map(|r| i32::from(r.status)),
+                rejected_message: l.rejected.as_ref().map(|r| r.message.clone()),
+            })
+            .collect();
+        match self.store.record_credential_health(fence, &rows).await {
+            Ok(resets) => {
+                let mut any = false;
+                for fp in resets {
+                    any |= self.lanes.reset_breaker(&fp);
+                }
+                if any {
+                    self.activator.activate();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind(), "could not record credential health")
+            }
+        }
+    }
+
+    /// When the loop should wake next: the resync interval, or earlier when an open breaker
+    /// admits its probe or a backed-off agent is due (that is what "requeued" means here).
+    fn next_wake(&self) -> tokio::time::Instant {
+        let periodic =
+            tokio::time::Instant::now() + jittered(self.config.resync_interval, self.config.jitter);
+        [self.lanes.next_probe(), self.requeue.next_due()]
+            .into_iter()
+            .flatten()
+            .fold(periodic, std::cmp::min)
+    }
+
     async fn trim_journal(&self) {
         let due = {
             let mut last = self.last_trim.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,7 +261,7 @@ impl Controller {
             resync_interval = %humantime::format_duration(self.config.resync_interval),
             concurrency = self.settings.concurrency,
             dry_run = self.settings.dry_run,
-            key_fingerprint = self.key.fingerprint(),
+            key_fingerprint = self.platform.current().key.fingerprint(),
             holder = %self.holder,
             "controller started; standing by for leadership"
         );
@@ -236,9 +315,9 @@ impl Controller {
         while !stop.is_cancelled() {
             // A failed pass is already recorded and logged; the next one is the retry.
             let _ = self.pass(lead, &stop).await;
-            let wait = jittered(self.config.resync_interval, self.config.jitter);
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(self.next_wake()) => {}
+                () = self.activator.activated() => {}
                 () = stop.cancelled() => {}
             }
         }

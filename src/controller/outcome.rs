@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::lane::CallError;
 use crate::store::{StatusUpdate, SyncState};
 use crate::vapi::VapiError;
 
@@ -30,9 +31,13 @@ pub enum Reason {
     Paused,
     /// Postgres failed where the controller had to record something before calling Vapi.
     StoreUnavailable,
+    /// Vapi answered 401 or 403 for the key in use: it is quarantined until it changes.
+    CredentialsRejected,
+    /// The org's stored key cannot be decrypted; nothing is sent (never the platform key instead).
+    CredentialsUnavailable,
+    /// The key's circuit breaker is open: the agent is requeued for when it half-opens.
+    CircuitOpen,
     VapiRejected,
-    VapiUnauthorized,
-    VapiForbidden,
     VapiConflict,
     VapiRateLimited,
     VapiUnavailable,
@@ -59,9 +64,10 @@ impl Reason {
             Self::DryRun => "DryRun",
             Self::Paused => "Paused",
             Self::StoreUnavailable => "StoreUnavailable",
+            Self::CredentialsRejected => "CredentialsRejected",
+            Self::CredentialsUnavailable => "CredentialsUnavailable",
+            Self::CircuitOpen => "CircuitOpen",
             Self::VapiRejected => "VapiRejected",
-            Self::VapiUnauthorized => "VapiUnauthorized",
-            Self::VapiForbidden => "VapiForbidden",
             Self::VapiConflict => "VapiConflict",
             Self::VapiRateLimited => "VapiRateLimited",
             Self::VapiUnavailable => "VapiUnavailable",
@@ -75,8 +81,9 @@ impl Reason {
     pub fn of(err: &VapiError) -> Self {
         match err {
             VapiError::BadRequest { .. } => Self::VapiRejected,
-            VapiError::Unauthorized { .. } => Self::VapiUnauthorized,
-            VapiError::Forbidden { .. } => Self::VapiForbidden,
+            VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => {
+                Self::CredentialsRejected
+            }
             // A 404 on a write is handled by recreating; one that still surfaces is unexpected.
             VapiError::NotFound | VapiError::UnexpectedStatus { .. } => Self::VapiUnexpectedStatus,
             VapiError::Conflict { error, .. } if error == "assistant_pinned" => {
@@ -92,6 +99,30 @@ impl Reason {
     }
 }
 
+impl Reason {
+    pub fn of_call(err: &CallError) -> Self {
+        match err {
+            CallError::Vapi(e) => Self::of(e),
+            CallError::BreakerOpen { .. } => Self::CircuitOpen,
+            CallError::Quarantined { .. } => Self::CredentialsRejected,
+        }
+    }
+
+    /// A failure that waits for the agent's spec to change rather than being retried.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::VapiRejected | Self::InvalidSpec)
+    }
+
+    /// A failure of the credential or of Vapi as a whole, not of this agent: the lane handles
+    /// it (quarantine, breaker), so it does not grow the agent's own back-off.
+    pub fn is_lane_wide(self) -> bool {
+        matches!(
+            self,
+            Self::CredentialsRejected | Self::CredentialsUnavailable | Self::CircuitOpen
+        )
+    }
+}
+
 /// The result of reconciling one agent in one pass.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -103,6 +134,8 @@ pub struct Outcome {
     pub assistant_id: Option<String>,
     pub drift: Vec<String>,
     pub attempted: bool,
+    /// Fingerprint of the key the agent's calls used (or would use).
+    pub key_fingerprint: Option<String>,
 }
 
 impl Outcome {
@@ -122,6 +155,7 @@ impl Outcome {
             assistant_id: Some(assistant_id.to_owned()),
             drift: Vec::new(),
             attempted: reason != Reason::InSync && reason != Reason::Adopted,
+            key_fingerprint: None,
         }
     }
 
@@ -138,6 +172,38 @@ impl Outcome {
             state,
             ..Self::failed(agent_id, generation, reason, message, attempted)
         }
+    }
+
+    pub fn with_key(mut self, fingerprint: &str) -> Self {
+        self.key_fingerprint = Some(fingerprint.to_owned());
+        self
+    }
+
+    /// A failed call: requeued (pending) when the breaker refused it, failed otherwise.
+    pub fn call_failed(
+        agent_id: Uuid,
+        generation: i64,
+        what: &str,
+        err: &CallError,
+        key_fingerprint: &str,
+    ) -> Self {
+        let reason = Reason::of_call(err);
+        let state = if reason == Reason::CircuitOpen {
+            SyncState::Pending
+        } else {
+            SyncState::Failed
+        };
+        // Only a call that reached Vapi counts as an attempt.
+        let attempted = matches!(err, CallError::Vapi(_));
+        Self::other(
+            agent_id,
+            generation,
+            state,
+            reason,
+            call_failure_message(what, err, key_fingerprint),
+            attempted,
+        )
+        .with_key(key_fingerprint)
     }
 
     pub fn with_assistant(mut self, assistant_id: Option<String>) -> Self {
@@ -161,6 +227,7 @@ impl Outcome {
             assistant_id: None,
             drift: Vec::new(),
             attempted,
+            key_fingerprint: None,
         }
     }
 
@@ -179,7 +246,21 @@ impl Outcome {
             message: self.message.clone(),
             drift: self.drift.clone(),
             attempted: self.attempted,
+            key_fingerprint: self.key_fingerprint.clone(),
         }
+    }
+}
+
+/// A sentence for a failed call, with what to do about it.
+pub fn call_failure_message(what: &str, err: &CallError, key_fingerprint: &str) -> String {
+    match err {
+        CallError::Vapi(e) => failure_message(what, e, key_fingerprint),
+        CallError::BreakerOpen { .. } => format!(
+            "Did not {what}: {err}. The agent is requeued and tried when the breaker lets a probe through."
+        ),
+        CallError::Quarantined { .. } => format!(
+            "Did not {what}: {err}. Fix VAPI_PRIVATE_KEY_FILE (or the org's key); a new key is tried at once."
+        ),
     }
 }
 
@@ -193,7 +274,7 @@ pub fn failure_message(what: &str, err: &VapiError, key_fingerprint: &str) -> St
             " Unpin it in Vapi; the controller tries again on every pass.".to_owned()
         }
         VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => format!(
-            " The key in use has fingerprint {key_fingerprint}; check VAPI_PRIVATE_KEY_FILE or VAPI_PRIVATE_KEY."
+            " The key in use has fingerprint {key_fingerprint}; it is quarantined (writes stop, one probe per interval) until it changes. Check VAPI_PRIVATE_KEY_FILE, VAPI_PRIVATE_KEY or the org's key."
         ),
         _ => " The next pass tries again.".to_owned(),
     };

@@ -12,7 +12,8 @@
 //! There are no retry loops inside a pass; the next pass is the retry. The blast-radius guard
 //! stops a pass before its first write when it would destroy too much, until an operator confirms.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -22,13 +23,16 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::execute::{self, Done, Gate};
-use super::outcome::{Outcome, Reason, failure_message};
-use crate::credentials::ApiKey;
+use super::lane::{self, CallError, Lane};
+use super::outcome::{Outcome, Reason};
+use super::requeue::Requeue;
+use crate::credentials::{ApiKey, LoadedKey};
 use crate::leader::Fence;
 use crate::reconcile::guard::{self, GuardSettings, Impact};
-use crate::reconcile::{self, Action, ActualAssistant, Plan, PlanInput, PlanSettings, StrayAction};
+use crate::reconcile::{
+    self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput, PlanSettings, StrayAction,
+};
 use crate::store::{RecordedStatus, Store, StoreError, SyncState};
-use crate::vapi::{VapiClient, VapiError};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -55,6 +59,8 @@ pub struct PassReport {
     pub orphans_deleted: usize,
     /// Agents waiting for a create with an unknown outcome.
     pub awaiting_create: usize,
+    /// Agents whose writes wait out their back-off (or a spec change after a refusal).
+    pub deferred: usize,
     /// Agents left differing on purpose (observe-only, paused, dry-run).
     pub not_enforced: usize,
     pub failed: usize,
@@ -117,8 +123,11 @@ pub struct PassSettings {
 /// The parts a pass needs.
 pub struct PassContext<'a> {
     pub store: &'a Store,
-    pub vapi: &'a VapiClient,
-    pub key: &'a ApiKey,
+    pub lanes: &'a lane::Lanes,
+    pub platform: &'a LoadedKey,
+    /// Organizations with their own key, or why it cannot be used.
+    pub org_keys: &'a HashMap<Uuid, Result<ApiKey, String>>,
+    pub requeue: &'a Requeue,
     pub settings: &'a PassSettings,
     pub fence: &'a Fence,
     pub gate: &'a (dyn Gate + Sync),
@@ -146,49 +155,93 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         .iter()
         .filter_map(|(a, r)| r.clone().map(|r| (a.id, r)))
         .collect();
-    let agents: Vec<_> = rows.into_iter().map(|(a, _)| a).collect();
+    let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
 
-    let assistants = match list(ctx).await {
-        Ok(assistants) => assistants,
-        Err(err) => {
-            // Without the actual state nothing can be decided; every agent says why, except an
-            // agent whose spec is unsendable, which keeps saying so (that needs no listing).
-            tracing::warn!(error = %err, kind = err.kind(), "listing assistants failed");
-            report.list_error = Some(err.to_string());
-            let outcomes = agents
-                .iter()
-                .map(|a| {
-                    let status = match reconcile::desired_body(a) {
+    // Each agent goes to its org's own key, or the platform key. An org whose stored key cannot
+    // be read gets nothing: falling back to the platform key would write to another Vapi org.
+    let mut groups: HashMap<String, (Arc<Lane>, Vec<DesiredAgent>)> = HashMap::new();
+    let mut early = Vec::new();
+    for (agent, _) in rows {
+        let (key, scope) = match ctx.org_keys.get(&agent.org_id) {
+            Some(Ok(key)) => (key, format!("org {}", agent.org_id)),
+            Some(Err(why)) => {
+                early.push(Done::status(Outcome::failed(
+                    agent.id,
+                    agent.generation,
+                    Reason::CredentialsUnavailable,
+                    format!("The organization's own Vapi key cannot be used: {why}. Nothing was sent; the platform key is never used in its place."),
+                    false,
+                )));
+                continue;
+            }
+            None => (&ctx.platform.key, "platform".to_owned()),
+        };
+        groups
+            .entry(key.fingerprint().to_owned())
+            .or_insert_with(|| (ctx.lanes.lane(key, &scope), Vec::new()))
+            .1
+            .push(agent);
+    }
+    // The platform key is listed even with no agent on it: its orphans are found only so.
+    let platform = &ctx.platform.key;
+    groups
+        .entry(platform.fingerprint().to_owned())
+        .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
+    let in_use: HashSet<String> = groups.keys().cloned().collect();
+    ctx.lanes.retain(&in_use);
+
+    let orphans_seen = ctx.store.orphan_sightings().await?;
+    let now = Utc::now();
+    let mut plan = Plan::default();
+    let mut decision_lanes = Vec::new();
+    let mut stray_lanes = Vec::new();
+    let mut list_errors = Vec::new();
+    for (lane, agents) in groups.into_values() {
+        let assistants = match list(&lane).await {
+            Ok(assistants) => assistants,
+            Err(err) => {
+                // Without the actual state nothing can be decided; every agent says why, except
+                // an agent whose spec is unsendable, which keeps saying so (that needs no listing).
+                if !matches!(err, CallError::Quarantined { .. }) {
+                    tracing::warn!(error = %err, kind = err.kind(), fingerprint = lane.fingerprint(), "listing assistants failed");
+                }
+                list_errors.push(format!("key {}: {err}", lane.fingerprint()));
+                early.extend(agents.iter().map(|a| {
+                    Done::status(match reconcile::desired_body(a) {
                         Err(problems) if !a.deleted => {
                             execute::invalid(a.id, a.generation, &problems)
                         }
-                        _ => {
-                            let message =
-                                failure_message("list assistants", &err, ctx.key.fingerprint());
-                            Outcome::failed(a.id, a.generation, Reason::of(&err), message, false)
-                        }
-                    };
-                    Done {
-                        status: Some(status),
-                        ..Done::default()
-                    }
-                })
-                .collect();
-            record(ctx, outcomes, &recorded, &mut report).await?;
-            report.duration = started.elapsed();
-            return Ok(report);
-        }
-    };
-    report.assistants_listed = assistants.len();
-    let orphans_seen = ctx.store.orphan_sightings().await?;
-    let now = Utc::now();
-    let plan = reconcile::plan(&PlanInput {
-        agents: &agents,
-        assistants: &assistants,
-        orphans_seen: &orphans_seen,
-        now,
-        settings: &ctx.settings.plan,
-    });
+                        _ => Outcome::call_failed(
+                            a.id,
+                            a.generation,
+                            "list assistants",
+                            &err,
+                            lane.fingerprint(),
+                        ),
+                    })
+                }));
+                continue;
+            }
+        };
+        report.assistants_listed += assistants.len();
+        let part = reconcile::plan(&PlanInput {
+            agents: &agents,
+            assistants: &assistants,
+            known_agents: &known,
+            orphans_seen: &orphans_seen,
+            now,
+            settings: &ctx.settings.plan,
+        });
+        decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
+        stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
+        plan.decisions.extend(part.decisions);
+        plan.strays.extend(part.strays);
+        plan.managed += part.managed;
+        plan.unmanaged += part.unmanaged;
+    }
+    if !list_errors.is_empty() {
+        report.list_error = Some(list_errors.join("; "));
+    }
     report.managed = plan.managed;
     report.unmanaged = plan.unmanaged;
     report.orphans = plan.strays.len();
@@ -205,6 +258,7 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
             tracing::warn!(assistant_id = %s.assistant_id, agent_id = %s.agent_id, action = ?s.action, "orphaned assistant: its agent no longer exists");
         }
     }
+    record(ctx, early, &recorded, &mut report).await?;
 
     let impact = guard::assess(&plan, ctx.settings.dry_run, ctx.settings.guard);
     if impact.exceeded() {
@@ -241,12 +295,25 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
             }
         }
     }
-    execute_plan(ctx, plan, &recorded, report, started).await
+    let lanes = Lanes {
+        decisions: decision_lanes,
+        strays: stray_lanes,
+    };
+    execute_plan(ctx, plan, lanes, &recorded, report, started).await
 }
 
-async fn list(ctx: &PassContext<'_>) -> Result<Vec<ActualAssistant>, VapiError> {
-    let items = ctx.vapi.list_all(ctx.key).await?;
-    Ok(items
+/// Lists with one lane; a quarantined key is probed at most once per probe interval.
+async fn list(lane: &Lane) -> Result<Vec<ActualAssistant>, CallError> {
+    if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
+        return Err(CallError::Quarantined {
+            fingerprint: lane.fingerprint().to_owned(),
+            status: r.status,
+            message: r.message,
+        });
+    }
+    Ok(lane
+        .list_all()
+        .await?
         .into_iter()
         .filter_map(ActualAssistant::from_value)
         .collect())
@@ -275,28 +342,49 @@ fn sample(plan: &Plan) -> serde_json::Value {
     serde_json::Value::Array(out)
 }
 
-enum Work {
-    Agent(reconcile::Decision),
-    Stray(reconcile::Stray),
+/// The lane of each decision and each stray, in plan order.
+struct Lanes {
+    decisions: Vec<Arc<Lane>>,
+    strays: Vec<Arc<Lane>>,
 }
 
-/// Executes with bounded concurrency while a writer flushes outcomes in batches.
+enum Work {
+    Agent(reconcile::Decision, Arc<Lane>),
+    Stray(reconcile::Stray, Arc<Lane>),
+}
+
+/// Executes with bounded concurrency while a writer flushes outcomes in batches. An agent in
+/// back-off keeps its recorded status and waits; the others go ahead.
 async fn execute_plan(
     ctx: &PassContext<'_>,
     plan: Plan,
+    lanes: Lanes,
     recorded: &HashMap<Uuid, RecordedStatus>,
     mut report: PassReport,
     started: Instant,
 ) -> Result<PassReport, PassError> {
-    let mut work: Vec<Work> = plan.decisions.into_iter().map(Work::Agent).collect();
+    let mut work = Vec::with_capacity(plan.decisions.len() + plan.strays.len());
+    for (d, lane) in plan.decisions.into_iter().zip(lanes.decisions) {
+        let writes = d.action.writes() || !d.duplicates.is_empty();
+        if writes && d.mode == reconcile::Mode::Enforce && !ctx.settings.dry_run {
+            if let Some(wait) = ctx.requeue.waiting(d.agent_id, d.generation) {
+                tracing::debug!(agent_id = %d.agent_id, ?wait, "agent in back-off");
+                report.deferred += 1;
+                continue;
+            }
+        }
+        work.push(Work::Agent(d, lane));
+    }
     if !ctx.settings.dry_run {
         work.extend(
             plan.strays
                 .into_iter()
-                .filter(|s| s.action == StrayAction::Delete)
-                .map(Work::Stray),
+                .zip(lanes.strays)
+                .filter(|(s, _)| s.action == StrayAction::Delete)
+                .map(|(s, lane)| Work::Stray(s, lane)),
         );
     }
+
     // Unbounded on purpose: an executor blocked on a full channel stops polling its in-flight
     // writes, which may hold pool connections mid-transaction, while the writer needs one to
     // drain the channel. At most one item per agent is ever queued.
@@ -305,12 +393,15 @@ async fn execute_plan(
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
                 match w {
-                    Work::Agent(d) => execute::decision(ctx, d).await,
-                    Work::Stray(s) => execute::stray(ctx, s).await,
+                    Work::Agent(d, lane) => execute::decision(ctx, d, &lane).await,
+                    Work::Stray(s, lane) => execute::stray(ctx, s, &lane).await,
                 }
             })
             .buffer_unordered(ctx.settings.concurrency);
         while let Some(done) = results.next().await {
+            if let Some(o) = &done.status {
+                ctx.requeue.observe(o);
+            }
             if tx.send(done).is_err() {
                 break;
             }

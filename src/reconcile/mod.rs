@@ -299,6 +299,9 @@ pub struct Plan {
 pub struct PlanInput<'a> {
     pub agents: &'a [DesiredAgent],
     pub assistants: &'a [ActualAssistant],
+    /// Every agent that exists, deleted or not, under any credential: a marked assistant of
+    /// any of them is not an orphan.
+    pub known_agents: &'a HashSet<Uuid>,
     /// When each currently known orphan was first seen.
     pub orphans_seen: &'a HashMap<String, DateTime<Utc>>,
     pub now: DateTime<Utc>,
@@ -314,7 +317,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .iter()
         .map(|agent| decide(agent, &index, input.now, input.settings))
         .collect();
-    let known: HashSet<Uuid> = input.agents.iter().map(|a| a.id).collect();
+    let known = input.known_agents;
     let mut strays: Vec<Stray> = index
         .by_agent
         .iter()

@@ -41,9 +41,11 @@ fn plan_with(
     seen: &HashMap<String, DateTime<Utc>>,
     settings: &PlanSettings,
 ) -> Plan {
+    let known: HashSet<Uuid> = agents.iter().map(|a| a.id).collect();
     plan(&PlanInput {
         agents,
         assistants: listed,
+        known_agents: &known,
         orphans_seen: seen,
         now: now(),
         settings,

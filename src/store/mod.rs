@@ -11,8 +11,10 @@
 //! [`StoreError::Fenced`], so a deposed leader cannot overwrite what its successor decided. The
 //! journal alone is not fenced: it records what was done, whoever did it.
 
+mod health;
 mod journal;
 
+pub use health::CredentialHealth;
 pub use journal::{JournalEntry, JournalOutcome};
 
 use chrono::{DateTime, Utc};
@@ -109,6 +111,8 @@ pub struct StatusUpdate {
     pub drift: Vec<String>,
     /// A Vapi write was attempted for this outcome.
     pub attempted: bool,
+    /// `None` keeps what was recorded.
+    pub key_fingerprint: Option<String>,
 }
 
 /// One row of the desired-state query.
@@ -460,6 +464,7 @@ async fn write_status(
         let mut drifts = Vec::with_capacity(updates.len());
         let mut attempted = Vec::with_capacity(updates.len());
         let mut succeeded = Vec::with_capacity(updates.len());
+        let mut keys = Vec::with_capacity(updates.len());
         for u in updates {
             ids.push(u.agent_id);
             assistants.push(u.assistant_id.clone());
@@ -469,19 +474,23 @@ async fn write_status(
             messages.push(u.message.as_str());
             drifts.push(Value::from(u.drift.clone()));
             attempted.push(u.attempted);
+            keys.push(u.key_fingerprint.clone());
             succeeded.push(matches!(u.state, SyncState::Synced | SyncState::Deleted));
         }
         sqlx::query(
             "insert into agent_status as s (agent_id, assistant_id, observed_generation, state, reason,
-                                            message, drift, last_attempt_at, last_success_at, updated_at)
+                                            message, drift, last_attempt_at, last_success_at,
+                                            key_fingerprint, updated_at)
              select u.agent_id, u.assistant_id, u.generation, u.state, u.reason, u.message,
                     array(select jsonb_array_elements_text(u.drift)),
                     case when u.attempted then now() end,
                     case when u.succeeded then now() end,
+                    u.key_fingerprint,
                     now()
              from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                         $7::jsonb[], $8::bool[], $9::bool[])
-                  as u(agent_id, assistant_id, generation, state, reason, message, drift, attempted, succeeded)
+                         $7::jsonb[], $8::bool[], $9::bool[], $10::text[])
+                  as u(agent_id, assistant_id, generation, state, reason, message, drift, attempted,
+                       succeeded, key_fingerprint)
              where exists (select 1 from agents a where a.id = u.agent_id)
              on conflict (agent_id) do update set
                  assistant_id        = coalesce(excluded.assistant_id, s.assistant_id),
@@ -492,6 +501,7 @@ async fn write_status(
                  drift               = excluded.drift,
                  last_attempt_at     = coalesce(excluded.last_attempt_at, s.last_attempt_at),
                  last_success_at     = coalesce(excluded.last_success_at, s.last_success_at),
+                 key_fingerprint     = coalesce(excluded.key_fingerprint, s.key_fingerprint),
                  updated_at          = now()",
         )
         .bind(&ids)
@@ -503,6 +513,7 @@ async fn write_status(
         .bind(&drifts)
         .bind(&attempted)
         .bind(&succeeded)
+        .bind(&keys)
         .execute(&mut **tx)
         .await?;
     }

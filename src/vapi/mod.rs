@@ -109,49 +109,10 @@ impl VapiClient {
         }
     }
 
-    /// Every assistant the key can see.
-    ///
-    /// Vapi has no cursor: pages are walked backwards by `createdAt`. The boundary is inclusive
-    /// (`createdAtLe`, not `createdAtLt`) because several assistants can share a millisecond and a
-    /// strict bound would silently skip those cut off by the previous page; the overlap is removed
-    /// by id. A full page that brings nothing new means more than a page shares one timestamp,
-    /// which cannot be paged at all, and is reported rather than truncated.
+    /// Every assistant the key can see (see [`list_all_pages`]).
     pub async fn list_all(&self, key: &ApiKey) -> Result<Vec<Value>, VapiError> {
-        let mut seen = HashSet::new();
-        let mut all = Vec::new();
-        let mut boundary: Option<String> = None;
-        loop {
-            let page = self.list_page(key, boundary.as_deref()).await?;
-            let full = page.len() >= PAGE_LIMIT;
-            let mut fresh = 0;
-            for item in page {
-                let (Some(id), Some(created)) = (
-                    item.get("id").and_then(Value::as_str),
-                    item.get("createdAt").and_then(Value::as_str),
-                ) else {
-                    return Err(VapiError::Decode(format!(
-                        "listed assistant without id or createdAt: {}",
-                        snippet_of(&item)
-                    )));
-                };
-                if boundary.as_deref().is_none_or(|b| created < b) {
-                    boundary = Some(created.to_owned());
-                }
-                if seen.insert(id.to_owned()) {
-                    fresh += 1;
-                    all.push(item);
-                }
-            }
-            if !full {
-                return Ok(all);
-            }
-            if fresh == 0 {
-                return Err(VapiError::Decode(format!(
-                    "more than {PAGE_LIMIT} assistants share createdAt {}; the list cannot be paged",
-                    boundary.unwrap_or_default()
-                )));
-            }
-        }
+        list_all_pages(|boundary| async move { self.list_page(key, boundary.as_deref()).await })
+            .await
     }
 
     async fn call(
@@ -196,6 +157,57 @@ impl VapiClient {
             VapiError::Decode(e.without_url().to_string())
         } else {
             VapiError::Transport(error_chain(&e.without_url()))
+        }
+    }
+}
+
+/// Walks every page of `GET /assistant`; `fetch` gets the inclusive `createdAtLe` boundary.
+///
+/// Vapi has no cursor: pages are walked backwards by `createdAt`. The boundary is inclusive
+/// (`createdAtLe`, not `createdAtLt`) because several assistants can share a millisecond and a
+/// strict bound would silently skip those cut off by the previous page; the overlap is removed
+/// by id. A full page that brings nothing new means more than a page shares one timestamp,
+/// which cannot be paged at all, and is reported rather than truncated. The fetcher is a
+/// parameter so a caller can pace or guard each page.
+pub async fn list_all_pages<F, Fut, E>(mut fetch: F) -> Result<Vec<Value>, E>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Value>, E>>,
+    E: From<VapiError>,
+{
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    let mut boundary: Option<String> = None;
+    loop {
+        let page = fetch(boundary.clone()).await?;
+        let full = page.len() >= PAGE_LIMIT;
+        let mut fresh = 0;
+        for item in page {
+            let (Some(id), Some(created)) = (
+                item.get("id").and_then(Value::as_str),
+                item.get("createdAt").and_then(Value::as_str),
+            ) else {
+                return Err(E::from(VapiError::Decode(format!(
+                    "listed assistant without id or createdAt: {}",
+                    snippet_of(&item)
+                ))));
+            };
+            if boundary.as_deref().is_none_or(|b| created < b) {
+                boundary = Some(created.to_owned());
+            }
+            if seen.insert(id.to_owned()) {
+                fresh += 1;
+                all.push(item);
+            }
+        }
+        if !full {
+            return Ok(all);
+        }
+        if fresh == 0 {
+            return Err(E::from(VapiError::Decode(format!(
+                "more than {PAGE_LIMIT} assistants share createdAt {}; the list cannot be paged",
+                boundary.unwrap_or_default()
+            ))));
         }
     }
 }

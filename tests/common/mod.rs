@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vapi_reconciler::controller::{Controller, LoopConfig, PassReport, PassSettings};
-use vapi_reconciler::credentials::ApiKey;
+use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassReport, PassSettings};
+use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::guard::GuardSettings;
 use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings};
+use vapi_reconciler::resilience::{Backoff, BreakerConfig, Rate};
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
 use vapi_reconciler::vapi::{ClientConfig, VapiClient};
@@ -58,21 +59,77 @@ pub fn leader_config(holder: &str) -> LeaderConfig {
     }
 }
 
+/// Lanes that never get in a test's way unless it asks: generous rates, fast retries.
+pub fn lanes() -> LaneConfig {
+    LaneConfig {
+        // Tests that inject many failures are about other things; the breaker's own tests
+        // set a real threshold.
+        breaker: BreakerConfig {
+            failure_threshold: 1_000_000,
+            ..BreakerConfig::default()
+        },
+        read_rate: Rate {
+            per_second: 10_000.0,
+            burst: 10_000,
+        },
+        write_rate: Rate {
+            per_second: 10_000.0,
+            burst: 10_000,
+        },
+        retries: 2,
+        retry_backoff: Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            jitter: 0.2,
+        },
+        retry_after_min: Duration::from_millis(10),
+        retry_after_max: Duration::from_secs(5),
+        probe_interval: Duration::from_secs(30),
+    }
+}
+
+pub fn loop_config() -> LoopConfig {
+    LoopConfig {
+        resync_interval: Duration::from_secs(300),
+        jitter: 0.0,
+        journal_retention: Duration::from_secs(90 * 24 * 3600),
+        lanes: lanes(),
+        // No back-off unless a test asks: a failed agent is due again on the very next pass.
+        agent_backoff: Backoff {
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+            jitter: 0.0,
+        },
+    }
+}
+
 pub fn controller(
     pool: &PgPool,
     vapi: &VapiClient,
     key: &ApiKey,
     settings: PassSettings,
 ) -> Controller {
+    controller_with(
+        pool,
+        vapi,
+        PlatformKey::fixed(key.clone()),
+        loop_config(),
+        settings,
+    )
+}
+
+pub fn controller_with(
+    pool: &PgPool,
+    vapi: &VapiClient,
+    platform: PlatformKey,
+    config: LoopConfig,
+    settings: PassSettings,
+) -> Controller {
     Controller::new(
         Store::new(pool.clone()),
         vapi.clone(),
-        key.clone(),
-        LoopConfig {
-            resync_interval: Duration::from_secs(300),
-            jitter: 0.0,
-            journal_retention: Duration::from_secs(90 * 24 * 3600),
-        },
+        platform,
+        config,
         settings,
         "test/controller".to_owned(),
     )
