@@ -11,3 +11,6 @@ pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod vapi;
+
+// Per-organization Vapi keys, encrypted at rest.
+pub mod vault;
