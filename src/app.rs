@@ -25,6 +25,10 @@ use crate::resilience::{Backoff, BreakerConfig, Rate};
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
 
+// Per-organization Vapi keys: the encryption keyring and `org-key` (src/app/org_keys.rs).
+mod org_keys;
+pub use org_keys::{keyring, org_key};
+
 /// Jitter on the resync interval, as a fraction of it.
 const RESYNC_JITTER: f64 = 0.1;
 

@@ -42,6 +42,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Inspect and confirm passes the blast-radius guard blocked.
     Guard(GuardArgs),
+    /// Set, clear, list and rotate per-organization Vapi private keys (encrypted in Postgres).
+    OrgKey(OrgKeyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -270,6 +272,65 @@ pub struct DemoArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub resync_interval: humantime::Duration,
 }
+
+// --- Per-organization Vapi keys: the encryption keyring and the `org-key` command. ---
+
+/// The keys that encrypt per-organization Vapi keys in Postgres. The keyring itself is never a
+/// flag: it comes from a file, or from the VAPI_RECONCILER_ENCRYPTION_KEYS environment variable
+/// (comma- or newline-separated `id:base64` entries of 32 bytes; the first one seals).
+#[derive(Debug, Clone, Args)]
+pub struct VaultArgs {
+    /// File holding the encryption keys, `id:base64` entries (32 bytes each) separated by commas
+    /// or newlines, current key first; wins over VAPI_RECONCILER_ENCRYPTION_KEYS.
+    #[arg(long, env = "VAPI_RECONCILER_ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OrgKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[command(subcommand)]
+    pub command: OrgKeyCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum OrgKeyCommand {
+    /// Store an organization's Vapi private key, sealed with the current encryption key.
+    Set {
+        /// The organization's id.
+        #[arg(long)]
+        org: uuid::Uuid,
+        #[command(flatten)]
+        input: KeyInput,
+    },
+    /// Remove an organization's Vapi private key.
+    Clear {
+        /// The organization's id.
+        #[arg(long)]
+        org: uuid::Uuid,
+    },
+    /// List the stored keys (fingerprints only) as JSON; with a keyring, whether each opens.
+    List,
+    /// Re-seal every stored key under the current (first) encryption key.
+    Rotate,
+}
+
+/// Where `org-key set` reads the Vapi key from: never the command line.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeyInput {
+    /// Read the key from this file (surrounding whitespace is dropped).
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// Read the key from standard input.
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+// --- end of per-organization Vapi keys ---
 
 fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))

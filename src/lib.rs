@@ -12,3 +12,6 @@ pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod vapi;
+
+// Per-organization Vapi keys, encrypted at rest.
+pub mod vault;

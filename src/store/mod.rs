@@ -17,6 +17,11 @@ mod journal;
 pub use health::CredentialHealth;
 pub use journal::{JournalEntry, JournalOutcome};
 
+// Per-organization Vapi keys, sealed by the vault.
+mod org_keys;
+
+pub use org_keys::{OrgKeyError, OrgKeyInfo};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
