@@ -12,8 +12,8 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs, OrphanPolicyArg, PassArgs,
-    ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
+    BreakerArgs, BreakerCommand, ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs,
+    OrphanPolicyArg, PassArgs, ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
 };
 use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
 use crate::credentials::PlatformKey;
@@ -132,6 +132,7 @@ fn resilience(args: &ResilienceArgs) -> (LaneConfig, Backoff) {
         retry_after_min: Duration::from_secs(1),
         retry_after_max: (*vapi_retry_after_max).into(),
         probe_interval: (*quarantine_probe_interval).into(),
+        clock: crate::resilience::Clock::new(),
     };
     let agents = Backoff {
         base: (*agent_backoff_base).into(),
@@ -218,8 +219,10 @@ async fn build(
         pass,
         leader,
         resilience: resilience_args,
+        vault,
     } = args;
     let key = platform_key(vapi)?;
+    let keyring = keyring(vault)?;
     let (lanes, agent_backoff) = resilience(resilience_args);
     let settings = pass_settings(pass, vapi, leader)?;
     let client = VapiClient::new(&ClientConfig {
@@ -254,7 +257,8 @@ async fn build(
         config,
         settings,
         holder,
-    );
+    )
+    .with_keyring(keyring);
     Ok((pool, controller, elector))
 }
 
@@ -329,6 +333,30 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         },
     )
+}
+
+pub async fn breaker(args: BreakerArgs) -> anyhow::Result<()> {
+    let BreakerArgs { database, command } = args;
+    let pool = connect(&database.database_url).await?;
+    ensure_migrated(&pool, false).await?;
+    let store = Store::new(pool);
+    match command {
+        BreakerCommand::List => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&store.credential_health().await?)?
+            );
+        }
+        BreakerCommand::Reset { fingerprint } => {
+            if !store.request_breaker_reset(&fingerprint).await? {
+                bail!(
+                    "no key with fingerprint {fingerprint:?} is known; `vapi-reconciler breaker list` shows them"
+                );
+            }
+            tracing::warn!(fingerprint = %fingerprint, "breaker reset requested; the leader applies it after its current pass");
+        }
+    }
+    Ok(())
 }
 
 pub async fn guard(args: GuardArgs) -> anyhow::Result<()> {

@@ -42,6 +42,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Inspect and confirm passes the blast-radius guard blocked.
     Guard(GuardArgs),
+    /// Inspect keys' circuit breakers and quarantine; reset a breaker.
+    Breaker(BreakerArgs),
     /// Set, clear, list and rotate per-organization Vapi private keys (encrypted in Postgres).
     OrgKey(OrgKeyArgs),
 }
@@ -52,6 +54,25 @@ pub struct GuardArgs {
     pub database: DatabaseArgs,
     #[command(subcommand)]
     pub command: GuardCommand,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BreakerArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub command: BreakerCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BreakerCommand {
+    /// Every key the leader uses, with its breaker and quarantine state, as JSON.
+    List,
+    /// Close a key's breaker; the leader applies it after its current pass.
+    Reset {
+        /// The key's fingerprint (from `breaker list`, a status message or the logs).
+        fingerprint: String,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -166,6 +187,8 @@ pub struct ControllerArgs {
     pub leader: LeaderArgs,
     #[command(flatten)]
     pub resilience: ResilienceArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
 }
 
 /// How calls to Vapi are paced, retried and stopped, per key.

@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 retry_after_min: Duration::from_secs(1),
                 retry_after_max: Duration::from_secs(10),
                 probe_interval: Duration::from_secs(10),
+                clock: crate::resilience::Clock::new(),
             },
             agent_backoff: crate::resilience::Backoff {
                 base: Duration::from_secs(2),

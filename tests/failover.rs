@@ -153,6 +153,9 @@ async fn two_replicas_converge_500_agents_with_one_writer_and_survive_the_leader
             &key,
         )
         .env("POD_NAME", name)
+        // Pacing is not what this test is about.
+        .env("VAPI_WRITE_RATE", "10000")
+        .env("VAPI_WRITE_BURST", "100")
         .env("RESYNC_INTERVAL", "1s")
         .env("LEADER_LEASE", "1s")
         .env("LEADER_RENEW_INTERVAL", "200ms")

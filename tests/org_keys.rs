@@ -237,7 +237,7 @@ async fn set_from_stdin_and_file_list_and_load_never_showing_the_key(pool: PgPoo
 
     // The controller's read: one query, each org's own key.
     let store = Store::new(pool.clone());
-    let loaded = store.load_org_keys(&keyring(&keys)).await.unwrap();
+    let loaded = store.load_org_keys(Some(&keyring(&keys))).await.unwrap();
     assert_eq!(loaded.len(), 2);
     assert_eq!(
         loaded[&a].as_ref().unwrap().fingerprint(),
@@ -256,7 +256,7 @@ async fn set_from_stdin_and_file_list_and_load_never_showing_the_key(pool: PgPoo
         Some(&key_a2),
     )
     .await;
-    let loaded = store.load_org_keys(&keyring(&keys)).await.unwrap();
+    let loaded = store.load_org_keys(Some(&keyring(&keys))).await.unwrap();
     assert_eq!(
         loaded[&a].as_ref().unwrap().fingerprint(),
         fingerprint(&key_a2)
@@ -294,7 +294,7 @@ async fn a_row_copied_to_another_org_fails_for_that_org_only(pool: PgPool) {
     .unwrap();
 
     let loaded = Store::new(pool.clone())
-        .load_org_keys(&keyring(&keys))
+        .load_org_keys(Some(&keyring(&keys)))
         .await
         .unwrap();
     assert!(loaded[&a].is_ok(), "{:?}", loaded[&a]);
@@ -364,7 +364,7 @@ async fn rotate_reseals_under_the_current_key(pool: PgPool) {
     }
     // Opens with the new key alone: k1 can be retired.
     let loaded = Store::new(pool.clone())
-        .load_org_keys(&keyring(&format!("k2:{k2}")))
+        .load_org_keys(Some(&keyring(&format!("k2:{k2}"))))
         .await
         .unwrap();
     for org in [a, b] {

@@ -159,7 +159,7 @@ async fn set(store: &Store, keyring: &Keyring, org: Uuid, new: &NewKey) -> anyho
 async fn list(store: &Store, keyring: Option<&Keyring>) -> anyhow::Result<()> {
     let infos = store.list_org_keys().await?;
     let opened = match keyring {
-        Some(keyring) => Some(store.load_org_keys(keyring).await?),
+        Some(keyring) => Some(store.load_org_keys(Some(keyring)).await?),
         None => None,
     };
     let rows: Vec<serde_json::Value> = infos

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::credentials::ApiKey;
 use crate::resilience::{
-    Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Limiter, Rate,
+    Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
     clamp_retry_after,
 };
 use crate::vapi::{VapiClient, VapiError, list_all_pages};
@@ -42,6 +42,7 @@ pub struct LaneConfig {
     pub retry_after_max: Duration,
     /// A quarantined credential is probed at most this often.
     pub probe_interval: Duration,
+    pub clock: Clock,
 }
 
 /// Vapi refused the credential.
@@ -117,7 +118,7 @@ enum Kind {
 struct LaneState {
     breaker: Breaker,
     rejected: Option<Rejection>,
-    last_probe: Option<Instant>,
+    last_probe: Option<std::time::Instant>,
 }
 
 pub struct Lane {
@@ -130,13 +131,8 @@ pub struct Lane {
     state: Mutex<LaneState>,
 }
 
-/// `std::time::Instant` from tokio's clock, so paused-time tests drive the breaker too.
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
-
-fn wall(at: std::time::Instant) -> DateTime<Utc> {
-    let now = now();
+fn wall(clock: &Clock, at: std::time::Instant) -> DateTime<Utc> {
+    let now = clock.now();
     let utc = Utc::now();
     if at >= now {
         utc + chrono::TimeDelta::from_std(at - now).unwrap_or_default()
@@ -183,13 +179,15 @@ impl Lane {
     pub fn may_probe(&self) -> bool {
         let st = self.state();
         match (&st.rejected, st.last_probe) {
-            (Some(_), Some(at)) => at.elapsed() >= self.config.probe_interval,
+            (Some(_), Some(at)) => {
+                self.config.clock.now().saturating_duration_since(at) >= self.config.probe_interval
+            }
             _ => true,
         }
     }
 
     pub fn reset_breaker(&self) {
-        self.state().breaker.reset(now());
+        self.state().breaker.reset(self.config.clock.now());
         tracing::warn!(
             fingerprint = self.fingerprint(),
             "circuit breaker reset by an operator"
@@ -203,20 +201,24 @@ impl Lane {
             scope: self.scope.clone(),
             breaker: st.breaker.state(),
             consecutive_failures: st.breaker.consecutive_failures(),
-            open_until: st.breaker.open_until().map(wall),
-            last_transition: st.breaker.last_transition().map(wall),
+            open_until: st.breaker.open_until().map(|t| wall(&self.config.clock, t)),
+            last_transition: st
+                .breaker
+                .last_transition()
+                .map(|t| wall(&self.config.clock, t)),
             rejected: st.rejected.clone(),
         }
     }
 
     /// When an open breaker will admit a probe: the loop wakes then to requeue this lane's agents.
     pub fn open_until(&self) -> Option<Instant> {
-        self.state().breaker.open_until().map(Instant::from_std)
+        let until = self.state().breaker.open_until()?;
+        Some(self.config.clock.to_tokio(until))
     }
 
     /// Every assistant (the listing is also the quarantine probe).
     pub async fn list_all(&self) -> Result<Vec<Value>, CallError> {
-        self.state().last_probe = Some(Instant::now());
+        self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
             self.call(Kind::Read, true, || {
                 self.vapi.list_page(&self.key, boundary.as_deref())
@@ -286,10 +288,10 @@ impl Lane {
                         message: r.message.clone(),
                     });
                 }
-                if let Admission::Rejected { until } = st.breaker.admit(now()) {
+                if let Admission::Rejected { until } = st.breaker.admit(self.config.clock.now()) {
                     return Err(CallError::BreakerOpen {
                         fingerprint: self.fingerprint().to_owned(),
-                        until: wall(until),
+                        until: wall(&self.config.clock, until),
                     });
                 }
             }
@@ -304,7 +306,9 @@ impl Lane {
                 Err(e) if e.outcome_unknown() => CallOutcome::Failure,
                 Err(_) => CallOutcome::Neutral,
             };
-            self.state().breaker.record(now(), outcome);
+            self.state()
+                .breaker
+                .record(self.config.clock.now(), outcome);
             let err = match result {
                 Ok(v) => return Ok(v.into()),
                 Err(e) => e,

@@ -12,7 +12,6 @@ mod outcome;
 mod pass;
 mod requeue;
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use crate::leader::{Elector, Leadership};
 use crate::resilience::Backoff;
 use crate::store::{CredentialHealth, Store};
 use crate::vapi::VapiClient;
+use crate::vault::Keyring;
 use requeue::Requeue;
 
 #[derive(Debug, Clone)]
@@ -88,6 +88,8 @@ pub struct Controller {
     settings: PassSettings,
     holder: String,
     activator: Activator,
+    /// Opens organizations' own keys; `None` when no encryption keys are configured.
+    keyring: Option<Keyring>,
     last_trim: Mutex<Option<Instant>>,
     status: watch::Sender<LoopStatus>,
 }
@@ -104,15 +106,21 @@ impl Controller {
         Self {
             store,
             lanes: Lanes::new(vapi, config.lanes.clone()),
-            requeue: Requeue::new(config.agent_backoff),
+            requeue: Requeue::new(config.agent_backoff, config.lanes.clock.clone()),
             platform,
             config,
             settings,
             holder,
             activator: Activator::new(),
+            keyring: None,
             last_trim: Mutex::new(None),
             status: watch::Sender::new(LoopStatus::default()),
         }
+    }
+
+    pub fn with_keyring(mut self, keyring: Option<Keyring>) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// Wakes the loop for a pass now (coalescing with any pass already asked for).
@@ -136,7 +144,14 @@ impl Controller {
     ) -> Result<PassReport, PassError> {
         let fence = lead.fence();
         let platform = self.platform.current();
-        let org_keys = HashMap::new();
+        // Read at every pass: a key set or changed with `org-key set` is used on the next one.
+        let org_keys = match self.store.load_org_keys(self.keyring.as_ref()).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(error = %e, kind = e.kind(), "pass failed: cannot read organizations' keys");
+                return Err(e.into());
+            }
+        };
         let ctx = PassContext {
             store: &self.store,
             lanes: &self.lanes,

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::time::Instant;
+use std::time::Instant;
+
 use uuid::Uuid;
 
 use super::outcome::Outcome;
-use crate::resilience::Backoff;
+use crate::resilience::{Backoff, Clock};
 use crate::store::SyncState;
 
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,7 @@ struct Entry {
 
 pub struct Requeue {
     policy: Backoff,
+    clock: Clock,
     entries: Mutex<HashMap<Uuid, Entry>>,
 }
 
@@ -39,9 +41,10 @@ pub enum Wait {
 }
 
 impl Requeue {
-    pub fn new(policy: Backoff) -> Self {
+    pub fn new(policy: Backoff, clock: Clock) -> Self {
         Self {
             policy,
+            clock,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -60,7 +63,7 @@ impl Requeue {
         if e.terminal {
             return Some(Wait::SpecChange);
         }
-        (Instant::now() < e.next_at).then_some(Wait::Until {
+        (self.clock.now() < e.next_at).then_some(Wait::Until {
             failures: e.failures,
             at: e.next_at,
         })
@@ -83,7 +86,7 @@ impl Requeue {
                     o.agent_id,
                     Entry {
                         failures,
-                        next_at: Instant::now() + self.policy.delay_random(failures),
+                        next_at: self.clock.now() + self.policy.delay_random(failures),
                         generation: o.generation,
                         terminal: o.reason.is_terminal(),
                     },
@@ -94,11 +97,13 @@ impl Requeue {
     }
 
     /// The earliest time a backed-off agent is due (terminal ones never are).
-    pub fn next_due(&self) -> Option<Instant> {
-        self.entries()
+    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+        let at = self
+            .entries()
             .values()
             .filter(|e| !e.terminal)
             .map(|e| e.next_at)
-            .min()
+            .min()?;
+        Some(self.clock.to_tokio(at))
     }
 }

@@ -19,12 +19,14 @@
 mod backoff;
 mod breaker;
 mod bucket;
+mod clock;
 
 use std::time::{Duration, Instant};
 
 pub use backoff::{Backoff, clamp_retry_after};
 pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, CallOutcome};
 pub use bucket::{Limiter, Rate, TokenBucket};
+pub use clock::Clock;
 
 /// `t + d` that cannot panic. Instants are opaque, so an absurd configured duration could
 /// overflow one; falling back to a day still keeps the caller away for a long time instead of

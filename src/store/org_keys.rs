@@ -116,10 +116,11 @@ impl Store {
     }
 
     /// Every organization's key, opened, in one query. A row that does not open fails its own
-    /// organization only, with a message that names it.
+    /// organization only, with a message that names it; so does every row when no keyring is
+    /// configured (an org with its own key must never silently fall back to the platform key).
     pub async fn load_org_keys(
         &self,
-        keyring: &Keyring,
+        keyring: Option<&Keyring>,
     ) -> Result<HashMap<Uuid, Result<ApiKey, String>>, StoreError> {
         let rows: Vec<SealedRow> =
             sqlx::query_as("select org_id, key_id, nonce, ciphertext from org_credentials")
@@ -129,7 +130,15 @@ impl Store {
             .into_iter()
             .map(|row| {
                 let (org_id, sealed) = row.split();
-                let key = keyring.open(org_id, &sealed).map_err(|e| e.to_string());
+                let key = match keyring {
+                    Some(keyring) => keyring.open(org_id, &sealed).map_err(|e| e.to_string()),
+                    None => Err(format!(
+                        "a key sealed with encryption key {:?} is stored, but no encryption keys are configured (set {} or {})",
+                        sealed.key_id,
+                        crate::vault::KEYS_FILE_ENV,
+                        crate::vault::KEYS_ENV
+                    )),
+                };
                 (org_id, key)
             })
             .collect())

@@ -15,7 +15,7 @@ use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::guard::GuardSettings;
 use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings};
-use vapi_reconciler::resilience::{Backoff, BreakerConfig, Rate};
+use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
 use vapi_reconciler::vapi::{ClientConfig, VapiClient};
@@ -85,6 +85,7 @@ pub fn lanes() -> LaneConfig {
         retry_after_min: Duration::from_millis(10),
         retry_after_max: Duration::from_secs(5),
         probe_interval: Duration::from_secs(30),
+        clock: Clock::new(),
     }
 }
 
