@@ -494,3 +494,73 @@ fn debug_output_of_keys_and_keyrings_shows_fingerprints_only() {
     );
     assert!(shown.contains(key.fingerprint()));
 }
+
+#[sqlx::test]
+async fn a_failing_agent_backs_off_alone_and_a_refused_spec_waits_for_a_change(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let mut config = loop_config();
+    config.agent_backoff = vapi_reconciler::resilience::Backoff {
+        base: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+        jitter: 0.0,
+    };
+    let controller = controller_with(
+        &pool,
+        &env.vapi,
+        PlatformKey::fixed(env.key.clone()),
+        config,
+        settings(),
+    );
+    let cancel = CancellationToken::new();
+    let org = org(&pool, "Harbor").await;
+    let flaky = agent(&pool, org, "flaky", spec(1)).await;
+    controller.pass(&env.lead, &cancel).await.unwrap();
+    // Vapi refuses the name (over 40 characters): terminal until the agent changes.
+    let refused = agent(&pool, org, &"x".repeat(60), spec(2)).await;
+    // The flaky agent's assistant drifts, and patching it fails three times (all retries).
+    let a = status(&pool, flaky).await.assistant_id.unwrap();
+    env.sim
+        .edit_out_of_band(&a, serde_json::json!({"firstMessage": "edited"}));
+    env.sim.inject(Fault {
+        method: Some("PATCH".into()),
+        route: Some("/assistant/{id}".into()),
+        mode: FaultMode::Respond,
+        status: Some(503),
+        retry_after: None,
+        count: Some(3),
+    });
+    let report = controller.pass(&env.lead, &cancel).await.unwrap();
+    assert_eq!(report.failed, 2);
+    assert_eq!(status(&pool, refused).await.reason, "VapiRejected");
+    assert_eq!(status(&pool, flaky).await.reason, "VapiUnavailable");
+
+    // Both wait; a new agent in the same pass does not.
+    let fresh = agent(&pool, org, "fresh", spec(3)).await;
+    env.sim.reset_counters();
+    let report = controller.pass(&env.lead, &cancel).await.unwrap();
+    assert_eq!((report.deferred, report.created), (2, 1));
+    let c = env.sim.counters();
+    assert_eq!(
+        (
+            c.total("POST", "/assistant"),
+            c.total("PATCH", "/assistant/{id}")
+        ),
+        (1, 0)
+    );
+    assert_eq!(status(&pool, fresh).await.state, "synced");
+    assert_eq!(
+        status(&pool, refused).await.reason,
+        "VapiRejected",
+        "its status stays"
+    );
+
+    // Fixing the refused agent's name is a new generation: it is tried at once.
+    sqlx::query("update agents set name = 'short' where id = $1")
+        .bind(refused)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = controller.pass(&env.lead, &cancel).await.unwrap();
+    assert_eq!((report.created, report.deferred), (1, 1));
+    assert_eq!(status(&pool, refused).await.state, "synced");
+}
