@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::lane::{CallError, Lane};
 use super::outcome::{Outcome, Reason, keys_of};
 use super::pass::PassContext;
-use crate::reconcile::{self, Action, CreateIntent, Decision, Mode, Stray};
+use crate::reconcile::{self, Action, CreateIntent, Decision, Mode, Stray, describe_drift};
 use crate::store::{JournalEntry, JournalOutcome, StoreError, SyncState};
 use crate::vapi::VapiError;
 
@@ -193,7 +193,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
             }
             let started = Utc::now();
             let result = lane.update(assistant_id, patch).await;
-            let why = format!("drift: {}", drift.join(", "));
+            let why = format!("drift: {}", describe_drift(drift));
             match result {
                 Ok(_) => {
                     done.journal.push(entry.record(
@@ -217,10 +217,10 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
                         format!(
                             "{verb} {} on assistant {assistant_id}; differing fields: {}.",
                             keys_of(patch),
-                            drift.join(", ")
+                            describe_drift(drift)
                         ),
                     )
-                    .with_drift(drift.clone())
+                    .with_drift(drift)
                 }
                 Err(err) => {
                     done.journal.push(entry.record(
@@ -251,7 +251,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
                             &err,
                             entry.lane.fingerprint(),
                         )
-                        .with_drift(drift.clone())
+                        .with_drift(drift)
                     }
                 }
             }
@@ -275,7 +275,10 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
             false,
         ),
     };
-    let status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
+    let mut status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
+    if status.state == SyncState::Synced {
+        status.applied = d.desired.clone();
+    }
     done.status = Some(status.with_key(lane.fingerprint()));
     done
 }
@@ -577,7 +580,7 @@ fn hands_off(ctx: &PassContext<'_>, d: &Decision) -> Done {
                     state
                 };
             Outcome::other(d.agent_id, d.generation, state, reason, message, false)
-                .with_drift(drift)
+                .with_drift(&drift)
                 .with_assistant(assistant)
         }
     };
@@ -600,7 +603,7 @@ fn describe(action: &Action, duplicates: &[String]) -> Option<String> {
             ..
         } => Some(format!(
             "patch assistant {assistant_id} (differing fields: {})",
-            drift.join(", ")
+            describe_drift(drift)
         )),
         Action::Delete { assistant_ids } => {
             Some(format!("delete assistant(s) {}", assistant_ids.join(", ")))

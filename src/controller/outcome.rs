@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::lane::CallError;
+use crate::reconcile::{Drift, drift_paths};
 use crate::store::{StatusUpdate, SyncState};
 use crate::vapi::VapiError;
 
@@ -133,6 +134,10 @@ pub struct Outcome {
     pub message: String,
     pub assistant_id: Option<String>,
     pub drift: Vec<String>,
+    /// The same paths, each classified (spec changed, or changed in Vapi).
+    pub drift_detail: Vec<Drift>,
+    /// The body now applied to the assistant, when this outcome confirms one.
+    pub applied: Option<Map<String, Value>>,
     pub attempted: bool,
     /// Fingerprint of the key the agent's calls used (or would use).
     pub key_fingerprint: Option<String>,
@@ -154,6 +159,8 @@ impl Outcome {
             message,
             assistant_id: Some(assistant_id.to_owned()),
             drift: Vec::new(),
+            drift_detail: Vec::new(),
+            applied: None,
             attempted: reason != Reason::InSync && reason != Reason::Adopted,
             key_fingerprint: None,
         }
@@ -226,13 +233,21 @@ impl Outcome {
             message,
             assistant_id: None,
             drift: Vec::new(),
+            drift_detail: Vec::new(),
+            applied: None,
             attempted,
             key_fingerprint: None,
         }
     }
 
-    pub fn with_drift(mut self, drift: Vec<String>) -> Self {
-        self.drift = drift;
+    pub fn with_drift(mut self, drift: &[Drift]) -> Self {
+        self.drift = drift_paths(drift);
+        self.drift_detail = drift.to_vec();
+        self
+    }
+
+    pub fn with_applied(mut self, body: &Map<String, Value>) -> Self {
+        self.applied = Some(body.clone());
         self
     }
 
@@ -245,6 +260,9 @@ impl Outcome {
             reason: self.reason.as_str(),
             message: self.message.clone(),
             drift: self.drift.clone(),
+            drift_detail: serde_json::to_value(&self.drift_detail).unwrap_or_default(),
+            applied: self.applied.clone().map(Value::Object),
+            normalizations: Vec::new(),
             attempted: self.attempted,
             key_fingerprint: self.key_fingerprint.clone(),
         }

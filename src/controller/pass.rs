@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -480,7 +480,14 @@ fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
     let Some(r) = recorded.filter(|_| !o.attempted) else {
         return false;
     };
-    let same = r.state == Some(o.state)
+    // A newly applied body must be recorded: it is the next comparison's third side.
+    let applied_known = o.applied.as_ref().is_none_or(|a| {
+        r.applied.as_ref().is_some_and(|r| {
+            crate::reconcile::json::json_eq(&Value::Object(r.clone()), &Value::Object(a.clone()))
+        })
+    });
+    let same = applied_known
+        && r.state == Some(o.state)
         && r.observed_generation == o.generation
         && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id);
     if o.reason == Reason::InSync {

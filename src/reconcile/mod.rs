@@ -100,6 +100,8 @@ pub struct DesiredAgent {
     /// `deleted_at` is set: the agent's assistants are to be deleted.
     pub deleted: bool,
     pub recorded_assistant_id: Option<String>,
+    /// The body the controller last applied to the assistant (the third side of the diff).
+    pub last_applied: Option<Map<String, Value>>,
     /// A create that was sent (or about to be) and whose outcome is not known yet.
     pub intent: Option<CreateIntent>,
 }
@@ -210,8 +212,8 @@ pub enum Action {
         assistant_id: String,
         /// Whole top-level keys, ready to send.
         patch: Map<String, Value>,
-        /// Leaf paths that differ, for status and logs.
-        drift: Vec<String>,
+        /// Leaf paths that differ, each classified, for status and logs.
+        drift: Vec<Drift>,
         adopted: bool,
     },
     /// The agent is deleted and these assistants of it still exist.
@@ -251,6 +253,40 @@ impl Action {
     }
 }
 
+/// Which side moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// The spec differs from what was last applied (or nothing was applied yet).
+    Desired,
+    /// The assistant was changed in Vapi; the spec did not change.
+    Actual,
+}
+
+/// One differing field path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    pub path: String,
+    pub kind: DriftKind,
+}
+
+/// `model.temperature (spec changed), firstMessage (changed in Vapi)`.
+pub fn describe_drift(drift: &[Drift]) -> String {
+    drift
+        .iter()
+        .map(|d| match d.kind {
+            DriftKind::Desired => format!("{} (spec changed)", d.path),
+            DriftKind::Actual => format!("{} (changed in Vapi)", d.path),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The paths alone, for messages and the status's `drift` column.
+pub fn drift_paths(drift: &[Drift]) -> Vec<String> {
+    drift.iter().map(|d| d.path.clone()).collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub agent_id: Uuid,
@@ -262,6 +298,9 @@ pub struct Decision {
     pub duplicates: Vec<String>,
     /// The outstanding create intent, when the action settles it (found, or to be replaced).
     pub intent: Option<CreateIntent>,
+    /// The full body the assistant should have, when the spec can be sent: what a successful
+    /// action has applied (the third side of the next comparison).
+    pub desired: Option<Map<String, Value>>,
 }
 
 /// A marked assistant whose agent no longer exists.
@@ -410,6 +449,7 @@ pub fn decide(
         action: Action::Deleted,
         duplicates: Vec::new(),
         intent: agent.intent.clone(),
+        desired: None,
     };
 
     if agent.deleted {
@@ -438,6 +478,7 @@ pub fn decide(
             return decision;
         }
     };
+    decision.desired = Some(body.clone());
     let by_operation = agent.intent.as_ref().and_then(|i| {
         marked
             .iter()
@@ -454,7 +495,11 @@ pub fn decide(
         .map(|a| a.id.clone())
         .collect();
     decision.action = match (found, &agent.recorded_assistant_id, pending) {
-        (Some((assistant, adopted)), _, _) => compare(body, assistant, adopted),
+        (Some((assistant, adopted)), _, _) => {
+            // What was applied is about the recorded assistant only; an adopted one starts over.
+            let applied = agent.last_applied.as_ref().filter(|_| !adopted);
+            compare(body, assistant, adopted, applied)
+        }
         (None, _, Some(i)) => Action::AwaitCreate {
             operation_id: i.operation_id,
             until: i.started_at + settings.create_grace,
@@ -468,7 +513,16 @@ pub fn decide(
     decision
 }
 
-fn compare(mut body: Map<String, Value>, assistant: &ActualAssistant, adopted: bool) -> Action {
+/// Three-way comparison: desired (the spec now), actual (the assistant) and last applied (what
+/// the controller last made the assistant). Managed keys are those desired now or applied last;
+/// a key applied last but no longer desired is cleared with `null` (Vapi stores null as
+/// "intentionally cleared"). Keys nobody manages are never looked at.
+fn compare(
+    mut body: Map<String, Value>,
+    assistant: &ActualAssistant,
+    adopted: bool,
+    last_applied: Option<&Map<String, Value>>,
+) -> Action {
     // The operation id is part of the marker but not of the desired state: keep what is there.
     if let (Some(Value::Object(desired)), Some(op)) = (
         body.get_mut("metadata"),
@@ -481,11 +535,31 @@ fn compare(mut body: Map<String, Value>, assistant: &ActualAssistant, adopted: b
     }
     let mut drift = Vec::new();
     let mut patch = Map::new();
+    let desired_keys: HashSet<String> = body.keys().cloned().collect();
     for (key, desired) in body {
-        let before = drift.len();
-        json::diff_paths(&desired, assistant.body.get(&key), &key, &mut drift);
-        if drift.len() > before {
-            patch.insert(key, desired);
+        let mut paths = Vec::new();
+        json::diff_paths(&desired, assistant.body.get(&key), &key, &mut paths);
+        if paths.is_empty() {
+            continue;
+        }
+        // Per top-level key: the spec moved away from what was applied, or Vapi did.
+        let kind = match last_applied.map(|l| l.get(&key).unwrap_or(&Value::Null)) {
+            Some(applied) if json::json_eq(applied, &desired) => DriftKind::Actual,
+            _ => DriftKind::Desired,
+        };
+        drift.extend(paths.into_iter().map(|path| Drift { path, kind }));
+        patch.insert(key, desired);
+    }
+    for key in last_applied.iter().flat_map(|l| l.keys()) {
+        let owned = key == "name" || key == "metadata";
+        let cleared = assistant.body.get(key).is_none_or(Value::is_null);
+        if !owned && !desired_keys.contains(key) && !cleared {
+            // Removed from the spec: clear it rather than leave the old value behind.
+            drift.push(Drift {
+                path: key.clone(),
+                kind: DriftKind::Desired,
+            });
+            patch.insert(key.clone(), Value::Null);
         }
     }
     let assistant_id = assistant.id.clone();

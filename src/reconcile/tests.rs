@@ -19,7 +19,16 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         mode: Mode::Enforce,
         deleted: false,
         recorded_assistant_id: recorded.map(str::to_owned),
+        last_applied: None,
         intent: None,
+    }
+}
+
+/// A difference with no record of what was applied: attributed to the spec.
+fn d(path: &str) -> Drift {
+    Drift {
+        path: path.to_owned(),
+        kind: DriftKind::Desired,
     }
 }
 
@@ -189,7 +198,7 @@ fn decisions() {
             want: Action::Patch {
                 assistant_id: "a1".into(),
                 patch: Map::from_iter([("model".to_owned(), spec()["model"].clone())]),
-                drift: vec!["model.messages[0].content".into()],
+                drift: vec![d("model.messages[0].content")],
                 adopted: false,
             },
         },
@@ -203,7 +212,7 @@ fn decisions() {
                     ("firstMessage".to_owned(), json!("Hello, Harbor Clinic.")),
                     ("name".to_owned(), json!("front-desk")),
                 ]),
-                drift: vec!["firstMessage".into(), "name".into()],
+                drift: vec![d("firstMessage"), d("name")],
                 adopted: false,
             },
         },
@@ -214,7 +223,7 @@ fn decisions() {
             want: Action::Patch {
                 assistant_id: "a1".into(),
                 patch: Map::from_iter([("metadata".to_owned(), marker())]),
-                drift: vec!["metadata.agentId".into(), "metadata.managedBy".into(), "metadata.orgId".into(), "metadata.note".into()],
+                drift: vec![d("metadata.agentId"), d("metadata.managedBy"), d("metadata.orgId"), d("metadata.note")],
                 adopted: false,
             },
         },
@@ -585,4 +594,85 @@ fn create_body_carries_the_operation_id() {
             operation_id: Some(op)
         })
     );
+}
+
+#[test]
+fn three_way_drift() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let mut applied = expected_body();
+    applied.insert("endCallMessage".into(), json!("Goodbye."));
+    let with_applied = |spec: Value| DesiredAgent {
+        last_applied: Some(applied.clone()),
+        ..agent(spec, Some("a1"))
+    };
+    let actual_with_end = with(in_sync_body(), "endCallMessage", json!("Goodbye."));
+    struct Case {
+        name: &'static str,
+        agent: DesiredAgent,
+        actual: Value,
+        patch: Vec<(&'static str, Value)>,
+        drift: Vec<(&'static str, DriftKind)>,
+    }
+    let cases = vec![
+        Case {
+            name: "a field removed from the spec is cleared with null",
+            agent: with_applied(spec()),
+            actual: actual_with_end.clone(),
+            patch: vec![("endCallMessage", Value::Null)],
+            drift: vec![("endCallMessage", DriftKind::Desired)],
+        },
+        Case {
+            name: "changed in Vapi, spec unchanged: reverted, classified actual",
+            agent: with_applied(with(spec(), "endCallMessage", json!("Goodbye."))),
+            actual: with(actual_with_end.clone(), "firstMessage", json!("Hacked")),
+            patch: vec![("firstMessage", json!("Hello, Harbor Clinic."))],
+            drift: vec![("firstMessage", DriftKind::Actual)],
+        },
+        Case {
+            name: "spec changed: classified desired",
+            agent: with_applied(with(
+                with(spec(), "endCallMessage", json!("Goodbye.")),
+                "firstMessage",
+                json!("Hi!"),
+            )),
+            actual: actual_with_end.clone(),
+            patch: vec![("firstMessage", json!("Hi!"))],
+            drift: vec![("firstMessage", DriftKind::Desired)],
+        },
+        Case {
+            name: "a field nobody manages, changed in Vapi: left alone",
+            agent: with_applied(with(spec(), "endCallMessage", json!("Goodbye."))),
+            actual: with(
+                actual_with_end.clone(),
+                "voicemailMessage",
+                json!("Leave a message"),
+            ),
+            patch: vec![],
+            drift: vec![],
+        },
+        Case {
+            name: "removed from the spec and already absent in Vapi: nothing to clear",
+            agent: with_applied(spec()),
+            actual: in_sync_body(),
+            patch: vec![],
+            drift: vec![],
+        },
+    ];
+    for case in cases {
+        let got = plan_one(&case.agent, &[listed("a1", t0, case.actual)]);
+        match got.action {
+            Action::Patch { patch, drift, .. } => {
+                let want: Map<String, Value> = case
+                    .patch
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+                assert_eq!(patch, want, "{}", case.name);
+                let drift: Vec<_> = drift.iter().map(|d| (d.path.as_str(), d.kind)).collect();
+                assert_eq!(drift, case.drift, "{}", case.name);
+            }
+            Action::InSync { .. } => assert!(case.patch.is_empty(), "{}: in sync", case.name),
+            other => panic!("{}: {other:?}", case.name),
+        }
+    }
 }

@@ -101,6 +101,7 @@ pub struct RecordedStatus {
     pub state: Option<SyncState>,
     pub reason: String,
     pub drift: Vec<String>,
+    pub applied: Option<serde_json::Map<String, Value>>,
 }
 
 /// One row to write to `agent_status`.
@@ -118,6 +119,11 @@ pub struct StatusUpdate {
     pub attempted: bool,
     /// `None` keeps what was recorded.
     pub key_fingerprint: Option<String>,
+    /// `[{path, kind}]`.
+    pub drift_detail: Value,
+    /// The body now applied to the assistant; `None` keeps what was recorded.
+    pub applied: Option<Value>,
+    pub normalizations: Vec<String>,
 }
 
 /// One row of the desired-state query.
@@ -138,6 +144,7 @@ struct AgentRow {
     state: Option<String>,
     reason: Option<String>,
     drift: Option<Vec<String>>,
+    applied: Option<String>,
     operation_id: Option<Uuid>,
     intent_generation: Option<i64>,
     intent_started_at: Option<DateTime<Utc>>,
@@ -153,6 +160,10 @@ impl AgentRow {
                 state: self.state.as_deref().and_then(SyncState::parse),
                 reason: self.reason.clone().unwrap_or_default(),
                 drift: self.drift.clone().unwrap_or_default(),
+                applied: self
+                    .applied
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok()),
             });
         let intent = match (
             self.operation_id,
@@ -176,6 +187,11 @@ impl AgentRow {
             mode: Mode::parse(&self.management_mode).unwrap_or_default(),
             deleted: self.deleted,
             recorded_assistant_id: self.assistant_id,
+            // Written by the controller itself; an unreadable one only loses the third side.
+            last_applied: self
+                .applied
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok()),
             intent,
         };
         (agent, recorded)
@@ -205,6 +221,7 @@ impl Store {
             "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
                     a.management_mode, a.deleted_at is not null as deleted,
                     s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
+                    s.applied::text as applied,
                     i.operation_id, i.generation as intent_generation,
                     i.started_at as intent_started_at
              from agents a
@@ -470,6 +487,9 @@ async fn write_status(
         let mut attempted = Vec::with_capacity(updates.len());
         let mut succeeded = Vec::with_capacity(updates.len());
         let mut keys = Vec::with_capacity(updates.len());
+        let mut details = Vec::with_capacity(updates.len());
+        let mut applied = Vec::with_capacity(updates.len());
+        let mut normalizations = Vec::with_capacity(updates.len());
         for u in updates {
             ids.push(u.agent_id);
             assistants.push(u.assistant_id.clone());
@@ -480,22 +500,28 @@ async fn write_status(
             drifts.push(Value::from(u.drift.clone()));
             attempted.push(u.attempted);
             keys.push(u.key_fingerprint.clone());
+            details.push(u.drift_detail.clone());
+            applied.push(u.applied.clone());
+            normalizations.push(Value::from(u.normalizations.clone()));
             succeeded.push(matches!(u.state, SyncState::Synced | SyncState::Deleted));
         }
         sqlx::query(
             "insert into agent_status as s (agent_id, assistant_id, observed_generation, state, reason,
                                             message, drift, last_attempt_at, last_success_at,
-                                            key_fingerprint, updated_at)
+                                            key_fingerprint, drift_detail, applied, normalizations,
+                                            updated_at)
              select u.agent_id, u.assistant_id, u.generation, u.state, u.reason, u.message,
                     array(select jsonb_array_elements_text(u.drift)),
                     case when u.attempted then now() end,
                     case when u.succeeded then now() end,
-                    u.key_fingerprint,
+                    u.key_fingerprint, u.drift_detail, u.applied,
+                    array(select jsonb_array_elements_text(u.normalizations)),
                     now()
              from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                         $7::jsonb[], $8::bool[], $9::bool[], $10::text[])
+                         $7::jsonb[], $8::bool[], $9::bool[], $10::text[], $11::jsonb[],
+                         $12::jsonb[], $13::jsonb[])
                   as u(agent_id, assistant_id, generation, state, reason, message, drift, attempted,
-                       succeeded, key_fingerprint)
+                       succeeded, key_fingerprint, drift_detail, applied, normalizations)
              where exists (select 1 from agents a where a.id = u.agent_id)
              on conflict (agent_id) do update set
                  assistant_id        = coalesce(excluded.assistant_id, s.assistant_id),
@@ -507,6 +533,9 @@ async fn write_status(
                  last_attempt_at     = coalesce(excluded.last_attempt_at, s.last_attempt_at),
                  last_success_at     = coalesce(excluded.last_success_at, s.last_success_at),
                  key_fingerprint     = coalesce(excluded.key_fingerprint, s.key_fingerprint),
+                 drift_detail        = excluded.drift_detail,
+                 applied             = coalesce(excluded.applied, s.applied),
+                 normalizations      = excluded.normalizations,
                  updated_at          = now()",
         )
         .bind(&ids)
@@ -519,6 +548,9 @@ async fn write_status(
         .bind(&attempted)
         .bind(&succeeded)
         .bind(&keys)
+        .bind(&details)
+        .bind(&applied)
+        .bind(&normalizations)
         .execute(&mut **tx)
         .await?;
     }
