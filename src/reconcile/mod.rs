@@ -28,9 +28,16 @@
 //! seen for the orphan grace period (policy `delete`), or only reported (policy `keep`).
 //! The plan says what enforcing would do; management modes, dry-run and the blast-radius
 //! [`guard`] decide what of it runs.
+//!
+//! Two further pure stages prepare a spec before rule 2 (wired in by the controller):
+//! [`voice`] rewrites voices Vapi would refuse (retired voices, aliases, bare Azure names,
+//! removed providers) by rules kept as data, and [`validate`] then reports every problem
+//! Vapi would answer with a 400, each naming the field and the value.
 
 pub mod guard;
 pub mod json;
+pub mod validate;
+pub mod voice;
 
 use std::collections::{HashMap, HashSet};
 
@@ -646,3 +653,7 @@ fn json_type(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;
+#[cfg(test)]
+mod voice_tests;

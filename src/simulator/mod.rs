@@ -10,15 +10,15 @@
 //!   close a connection without answering, which only a service error does.
 //! - `http.rs`: the `/assistant` request pipeline (latency → auth → rate limit → fault → handler).
 //! - `control.rs`: the `/_sim` endpoints, each a 1:1 wrapper of a method here.
-//! - `store.rs`, `validate.rs`, `faults.rs`, `schema.rs`: state, validation, fault/limit/counter data,
-//!   and the property tables extracted from Vapi's OpenAPI document.
+//! - `store.rs`, `validate.rs`, `faults.rs`: state, validation, and fault/limit/counter data. The
+//!   property tables extracted from Vapi's OpenAPI document live in [`crate::vapi::schema`], shared
+//!   with the reconcile core.
 //!
 //! All state sits behind one `std::sync::Mutex`; it is never held across an `.await`.
 
 mod control;
 mod faults;
 mod http;
-mod schema;
 mod store;
 mod validate;
 

@@ -7,7 +7,7 @@
 //!    We mimic class-validator's traversal: at each object level the whitelist errors come first
 //!    (`property X should not exist`, in body key order — alphabetical here because `serde_json::Map` is
 //!    ordered), then the declared properties in the DTO's declaration order (= the OpenAPI property
-//!    order, see `schema.rs`). Nested errors carry a dotted prefix (`voice.`, `model.`). Like
+//!    order, see `crate::vapi::schema`). Nested errors carry a dotted prefix (`voice.`, `model.`). Like
 //!    class-validator, a value of the wrong type also fails its range/length constraints
 //!    (`name: 5` gives both `must be a string` and `must be shorter than or equal to 40 characters`), and
 //!    `null` counts as absent (`@IsOptional()`), which is why cleared fields can be sent as `null`.
@@ -18,9 +18,12 @@
 
 use serde_json::{Map, Value};
 
-use super::schema::{
-    ASSISTANT_PROPERTIES, CLIENT_MESSAGES, MODEL_PROVIDERS, SERVER_MESSAGES, VOICE_SCHEMAS,
+use crate::vapi::schema::{
+    ASSISTANT_PROPERTIES, AZURE_PRESETS, CLIENT_MESSAGES, FIRST_MESSAGE_MODES, MODEL_PROVIDERS,
+    SERVER_MESSAGES, VOICE_SCHEMAS, is_azure_short_name,
 };
+
+pub use crate::vapi::schema::{DEFAULT_VAPI_VOICES, LEGACY_VAPI_VOICES};
 
 /// Which DTO the body is validated as; only the legacy-voice wording differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,28 +38,6 @@ pub enum Rejection {
     Messages(Vec<String>),
     Message(String),
 }
-
-/// The Vapi voice catalogue as of the 2026-07-30 spec, in spec order. The server prints
-/// the enum in this order in its `must be one of the following values` message.
-pub const DEFAULT_VAPI_VOICES: &[&str] = &[
-    "Clara", "Godfrey", "Elliot", "Savannah", "Nico", "Kai", "Emma", "Sagar", "Neil", "Layla",
-    "Sid", "Gustavo", "Kylie", "Rohan", "Lily", "Hana", "Neha", "Cole", "Harry", "Paige",
-    "Spencer", "Naina", "Leah", "Tara", "Jess", "Leo", "Dan", "Mia", "Zac", "Zoe",
-];
-
-/// Vapi voices retired on 2026-03-01. They stayed in the schema enum, so a business rule rejects them.
-pub const LEGACY_VAPI_VOICES: &[&str] = &[
-    "Spencer", "Neha", "Harry", "Cole", "Paige", "Hana", "Lily", "Kylie",
-];
-
-/// Azure presets accepted besides full short names (`AzureVoice.voiceId` preset enum).
-const AZURE_PRESETS: &[&str] = &["andrew", "brian", "emma"];
-
-const FIRST_MESSAGE_MODES: &[&str] = &[
-    "assistant-speaks-first",
-    "assistant-speaks-first-with-model-generated-message",
-    "assistant-waits-for-user",
-];
 
 /// Properties declared as nested DTOs (`@ValidateNested`); we only check that they are objects/arrays.
 const NESTED_OBJECTS: &[&str] = &[
@@ -400,25 +381,6 @@ fn business_rules_voice(voice: &Map<String, Value>, op: Op) -> Result<(), Reject
         }
         _ => Ok(()),
     }
-}
-
-/// `^[a-z]{2,3}-[A-Z]{2}(-[A-Za-z]+)?-[A-Za-z0-9]+Neural$`, e.g. `en-US-JennyNeural`,
-/// `en-US-AvaMultilingualNeural`, `zh-CN-henan-YundengNeural`.
-pub fn is_azure_short_name(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('-').collect();
-    let (lang, region, variant, name) = match parts.as_slice() {
-        [l, r, n] => (*l, *r, None, *n),
-        [l, r, v, n] => (*l, *r, Some(*v), *n),
-        _ => return false,
-    };
-    (2..=3).contains(&lang.len())
-        && lang.bytes().all(|b| b.is_ascii_lowercase())
-        && region.len() == 2
-        && region.bytes().all(|b| b.is_ascii_uppercase())
-        && variant.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphabetic()))
-        && name
-            .strip_suffix("Neural")
-            .is_some_and(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]

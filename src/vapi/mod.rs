@@ -3,8 +3,12 @@
 //! Every call takes the key to use, so one client serves every credential. Calls are single
 //! attempts: retrying is the controller's decision (a POST must never be retried blindly, since
 //! Vapi has no idempotency key and a lost answer may hide a committed create).
+//!
+//! [`schema`] is pure data (no I/O): the tables derived from Vapi's OpenAPI document, shared by the
+//! simulator and the reconcile core.
 
 mod error;
+pub mod schema;
 
 use std::collections::HashSet;
 use std::time::Duration;
