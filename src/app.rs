@@ -20,7 +20,7 @@ use crate::credentials::PlatformKey;
 use crate::http::{self, HttpState};
 use crate::leader::{Elector, LeaderConfig};
 use crate::reconcile::guard::GuardSettings;
-use crate::reconcile::{OrphanPolicy, PlanSettings};
+use crate::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use crate::resilience::{Backoff, BreakerConfig, Rate};
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
@@ -171,8 +171,23 @@ fn pass_settings(
         orphan_grace,
         guard_max_share,
         guard_min_count,
+        voice_rules,
         journal_retention: _,
     } = pass;
+    let voices = match voice_rules {
+        None => VoiceRules::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "VOICE_RULES_FILE / --voice-rules: cannot read {}",
+                    path.display()
+                )
+            })?;
+            VoiceRules::from_json(&text).map_err(|e| {
+                anyhow::anyhow!("VOICE_RULES_FILE / --voice-rules ({}): {e}", path.display())
+            })?
+        }
+    };
     if Duration::from(leader.leader_renew_interval) * 2 > Duration::from(leader.leader_lease) {
         bail!(
             "LEADER_RENEW_INTERVAL / --leader-renew-interval ({}) must be at most half of LEADER_LEASE / --leader-lease ({}): a leader must prove its lock again before the last proof expires",
@@ -198,6 +213,7 @@ fn pass_settings(
                 OrphanPolicyArg::Delete => OrphanPolicy::Delete,
                 OrphanPolicyArg::Keep => OrphanPolicy::Keep,
             },
+            voices,
         },
         guard: GuardSettings {
             max_share: *guard_max_share,

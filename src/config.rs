@@ -142,6 +142,10 @@ pub struct PassArgs {
     /// ...or this many assistants, whichever is larger.
     #[arg(long, env = "GUARD_MIN_COUNT", default_value_t = 50)]
     pub guard_min_count: u64,
+    /// A JSON file overriding the voice rules (retired voices, aliases, Azure names, removed
+    /// providers, the fallback voice); see the README.
+    #[arg(long, env = "VOICE_RULES_FILE")]
+    pub voice_rules: Option<PathBuf>,
     /// How long journal entries are kept.
     #[arg(long, env = "JOURNAL_RETENTION", default_value = "90d", value_parser = positive_duration)]
     pub journal_retention: humantime::Duration,

@@ -1,10 +1,12 @@
 //! `vapi-reconciler demo`: the whole loop on one machine, in one command.
 //!
 //! It makes its own database on a local Postgres, seeds three clinics and their agents (one with
-//! a retired Vapi voice, one whose name Vapi refuses, one whose spec the controller refuses),
-//! starts the simulator and the controller in-process, and prints the status table a dashboard
-//! would read after every pass. After the first pass it makes trouble on purpose (an edit and a
-//! delete behind the controller's back in "Vapi", a save in the "dashboard") so the repairs show.
+//! a retired Vapi voice that the voice rules replace, one with an Azure voice only Vapi knows is
+//! gone, so the fallback voice is used, one whose name is too long and one whose spec sets
+//! controller-owned fields, both refused before Vapi sees them), starts the simulator and the
+//! controller in-process, and prints the status table a dashboard would read after every pass.
+//! After the first pass it makes trouble on purpose (an edit, a delete and a duplicate behind the
+//! controller's back in "Vapi", a save and a deletion in the "dashboard") so the repairs show.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -45,6 +47,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sim = Simulator::new();
     let raw_key = Uuid::new_v4().to_string();
     sim.add_key(&raw_key, &Uuid::new_v4().to_string());
+    sim.set_missing_azure_voices(vec!["en-US-AmberNeural".to_owned()]);
     let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await?;
     let key = ApiKey::new(&raw_key)?;
     let vapi = VapiClient::new(&ClientConfig {
@@ -103,6 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 // Orphans go at once here, so the demo shows it; the default waits 15 minutes.
                 orphan_grace: chrono::TimeDelta::zero(),
                 orphan_policy: OrphanPolicy::Delete,
+                voices: crate::reconcile::VoiceRules::default(),
             },
             guard: GuardSettings {
                 max_share: 0.1,
@@ -211,13 +215,13 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
                 "model": prompt("Answer questions about opening hours."),
                 "voice": {"provider": "vapi", "voiceId": "Savannah"}}),
                 ),
-                // Retired by Vapi on 2026-03-01: Vapi refuses it.
+                // Retired by Vapi on 2026-03-01: Vapi would refuse it; the voice rules replace it.
                 (
                     "Recall reminders",
                     json!({"model": prompt("Remind patients of check-ups."),
                 "voice": {"provider": "vapi", "voiceId": "Kylie"}}),
                 ),
-                // 59 characters: Vapi allows 40.
+                // 59 characters: Vapi allows 40, so the controller refuses it before Vapi does.
                 (
                     "Northside Dental new patient intake and insurance questions",
                     json!({
@@ -233,6 +237,12 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
                     json!({"firstMessage": "Lakeview Physio, let's find you a slot.",
                 "model": prompt("Book physiotherapy sessions."),
                 "voice": {"provider": "openai", "voiceId": "alloy"}}),
+                ),
+                // Azure retired this voice; only Vapi's lookup finds out: the fallback voice is used.
+                (
+                    "Billing questions",
+                    json!({"model": prompt("Answer billing questions."),
+                "voice": {"provider": "azure", "voiceId": "en-US-AmberNeural"}}),
                 ),
                 // The controller owns metadata: refused before Vapi sees it.
                 (

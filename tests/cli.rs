@@ -297,6 +297,8 @@ async fn the_demo_shows_failures_and_repairs_then_stops_on_ctrl_c() {
         "AssistantRecreated",
         "Patched model",
         "Reception",
+        "Deleted duplicate assistant(s)",
+        "Refill line (deleted)",
     ] {
         if !out.iter().any(|l| l.contains(marker)) {
             read_until(&mut lines, marker, &mut out).await;
@@ -309,12 +311,16 @@ async fn the_demo_shows_failures_and_repairs_then_stops_on_ctrl_c() {
     assert!(child.wait().await.unwrap().success());
     let text = out.join("\n");
     for want in [
-        "The Kylie voice is part of a legacy voice set",
-        "name must be shorter than or equal to 40 characters",
+        "Voice: vapi/Kylie → vapi/Savannah (retired-voice)",
+        "Couldn't Find Azure Voice: en-US-AmberNeural",
+        "used the fallback voice azure/en-US-JennyNeural",
+        "agents.name must be at most 40 characters",
         "InvalidSpec",
         "gen 2  synced  Patched",
-        "differing fields: model.messages[0].content",
+        "differing fields: model.messages[0].content (changed in Vapi)",
         "AssistantRecreated",
+        "Deleted duplicate assistant(s)",
+        "Refill line (deleted)",
         "Stopped.",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

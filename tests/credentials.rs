@@ -515,8 +515,16 @@ async fn a_failing_agent_backs_off_alone_and_a_refused_spec_waits_for_a_change(p
     let org = org(&pool, "Harbor").await;
     let flaky = agent(&pool, org, "flaky", spec(1)).await;
     controller.pass(&env.lead, &cancel).await.unwrap();
-    // Vapi refuses the name (over 40 characters): terminal until the agent changes.
-    let refused = agent(&pool, org, &"x".repeat(60), spec(2)).await;
+    // Vapi refuses the new agent's spec (a 400): terminal until the agent changes.
+    let refused = agent(&pool, org, "refused", spec(2)).await;
+    env.sim.inject(Fault {
+        method: Some("POST".into()),
+        route: Some("/assistant".into()),
+        mode: FaultMode::Respond,
+        status: Some(400),
+        retry_after: None,
+        count: Some(1),
+    });
     // The flaky agent's assistant drifts, and patching it fails three times (all retries).
     let a = status(&pool, flaky).await.assistant_id.unwrap();
     env.sim
@@ -554,8 +562,8 @@ async fn a_failing_agent_backs_off_alone_and_a_refused_spec_waits_for_a_change(p
         "its status stays"
     );
 
-    // Fixing the refused agent's name is a new generation: it is tried at once.
-    sqlx::query("update agents set name = 'short' where id = $1")
+    // Changing the refused agent is a new generation: it is tried at once.
+    sqlx::query("update agents set name = 'fixed' where id = $1")
         .bind(refused)
         .execute(&pool)
         .await

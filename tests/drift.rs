@@ -26,7 +26,10 @@ async fn removed_fields_are_cleared_managed_ones_reverted_unmanaged_ones_left(po
     let id = agent(&pool, org, "front-desk", with_end).await;
     env.pass().await;
     let assistant = status(&pool, id).await.assistant_id.unwrap();
-    assert_eq!(env.assistant(&assistant)["endCallMessage"], "Goodbye from Harbor.");
+    assert_eq!(
+        env.assistant(&assistant)["endCallMessage"],
+        "Goodbye from Harbor."
+    );
 
     // The spec drops endCallMessage: the assistant loses it too.
     sqlx::query("update agents set spec = spec - 'endCallMessage' where id = $1")
@@ -53,10 +56,17 @@ async fn removed_fields_are_cleared_managed_ones_reverted_unmanaged_ones_left(po
     assert_eq!(report.patched, 1);
     let a = env.assistant(&assistant);
     assert_eq!(a["firstMessage"], spec(1)["firstMessage"], "reverted");
-    assert_eq!(a["voicemailMessage"], "Please leave a message.", "left alone");
+    assert_eq!(
+        a["voicemailMessage"], "Please leave a message.",
+        "left alone"
+    );
     let s = status(&pool, id).await;
     assert_eq!(s.drift, vec!["firstMessage"]);
-    assert!(s.message.contains("firstMessage (changed in Vapi)"), "{}", s.message);
+    assert!(
+        s.message.contains("firstMessage (changed in Vapi)"),
+        "{}",
+        s.message
+    );
     assert_eq!(
         drift_detail(&pool, id).await,
         json!([{"path": "firstMessage", "kind": "actual"}])

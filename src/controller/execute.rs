@@ -15,7 +15,11 @@ use uuid::Uuid;
 use super::lane::{CallError, Lane};
 use super::outcome::{Outcome, Reason, keys_of};
 use super::pass::PassContext;
-use crate::reconcile::{self, Action, CreateIntent, Decision, Mode, Stray, describe_drift};
+use crate::reconcile::voice::is_voice_rejection;
+use crate::reconcile::{
+    self, Action, CreateIntent, Decision, FALLBACK_RULE, Mode, Normalization, Stray,
+    describe_drift, describe_normalization, voice_label,
+};
 use crate::store::{JournalEntry, JournalOutcome, StoreError, SyncState};
 use crate::vapi::VapiError;
 
@@ -62,8 +66,17 @@ impl Entry<'_> {
         outcome: JournalOutcome,
         assistant_id: Option<&str>,
         operation_id: Option<Uuid>,
-        why: String,
+        mut why: String,
     ) -> JournalEntry {
+        let d = self.decision;
+        if !d.normalizations.is_empty() && matches!(action, "create" | "recreate" | "patch") {
+            let voice: Vec<_> = d
+                .normalizations
+                .iter()
+                .map(describe_normalization)
+                .collect();
+            why = format!("{why}; voice {}", voice.join(", "));
+        }
         JournalEntry {
             started_at,
             finished_at: Utc::now(),
@@ -192,7 +205,16 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
                 };
             }
             let started = Utc::now();
-            let result = lane.update(assistant_id, patch).await;
+            let (result, fallback) = voice_fallback(
+                &entry,
+                &mut done,
+                "patch",
+                None,
+                Some(assistant_id),
+                patch.clone(),
+                |p| async move { lane.update(assistant_id, &p).await },
+            )
+            .await;
             let why = format!("drift: {}", describe_drift(drift));
             match result {
                 Ok(_) => {
@@ -209,7 +231,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
                     } else {
                         "Patched"
                     };
-                    Outcome::synced(
+                    let outcome = Outcome::synced(
                         d.agent_id,
                         d.generation,
                         Reason::Patched,
@@ -220,7 +242,8 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
                             describe_drift(drift)
                         ),
                     )
-                    .with_drift(drift)
+                    .with_drift(drift);
+                    with_fallback(outcome, &d, fallback)
                 }
                 Err(err) => {
                     done.journal.push(entry.record(
@@ -276,8 +299,19 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
         ),
     };
     let mut status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
-    if status.state == SyncState::Synced {
+    if status.state == SyncState::Synced && status.applied.is_none() {
         status.applied = d.desired.clone();
+    }
+    status
+        .normalizations
+        .splice(0..0, d.normalizations.iter().map(describe_normalization));
+    if status.state == SyncState::Synced && !d.normalizations.is_empty() {
+        let voice: Vec<_> = d
+            .normalizations
+            .iter()
+            .map(describe_normalization)
+            .collect();
+        status.message = format!("{} Voice: {}.", status.message, voice.join(", "));
     }
     done.status = Some(status.with_key(lane.fingerprint()));
     done
@@ -338,8 +372,17 @@ async fn post(
         None => "no assistant of this agent exists".to_owned(),
     };
     let started = Utc::now();
-    let body = reconcile::with_operation(body.clone(), op);
-    match entry.lane.create(&body).await {
+    let (result, fallback) = voice_fallback(
+        entry,
+        done,
+        action,
+        Some(op),
+        None,
+        reconcile::with_operation(body.clone(), op),
+        |b| async move { entry.lane.create(&b).await },
+    )
+    .await;
+    match result {
         Ok(created) => {
             done.settle_intent = Some(d.agent_id);
             let Some(id) = created.get("id").and_then(Value::as_str) else {
@@ -372,7 +415,7 @@ async fn post(
                 Some(op),
                 why,
             ));
-            match previous {
+            let outcome = match previous {
                 Some(p) => Outcome::synced(
                     d.agent_id,
                     d.generation,
@@ -387,7 +430,8 @@ async fn post(
                     id,
                     format!("Created assistant {id}."),
                 ),
-            }
+            };
+            with_fallback(outcome, d, fallback)
         }
         Err(err) if err.outcome_unknown() => {
             done.settle_intent = None;
@@ -661,6 +705,86 @@ pub async fn stray(ctx: &PassContext<'_>, s: Stray, lane: &Lane) -> Done {
         why,
     });
     done
+}
+
+/// Vapi refused a voice, and the fallback voice was used instead.
+struct Fallback {
+    from: String,
+    to: String,
+    message: String,
+    voice: Value,
+}
+
+/// Sends `body` (a create body or a patch); when Vapi refuses its voice, sends it once more with
+/// the fallback voice. Any other 400 is not retried. The refused attempt is journaled here.
+async fn voice_fallback<F, Fut>(
+    entry: &Entry<'_>,
+    done: &mut Done,
+    action: &'static str,
+    op: Option<Uuid>,
+    assistant_id: Option<&str>,
+    mut body: Map<String, Value>,
+    send: F,
+) -> (Result<Value, CallError>, Option<Fallback>)
+where
+    F: Fn(Map<String, Value>) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, CallError>>,
+{
+    let started = Utc::now();
+    let result = send(body.clone()).await;
+    let refused = match &result {
+        Err(CallError::Vapi(VapiError::BadRequest { messages })) => {
+            messages.iter().find(|m| is_voice_rejection(m)).cloned()
+        }
+        _ => None,
+    };
+    let fallback_voice = entry.ctx.settings.plan.voices.fallback_voice();
+    let (Some(message), Some(voice)) = (refused, body.get("voice").cloned()) else {
+        return (result, None);
+    };
+    if voice == fallback_voice || !may_write(entry.ctx) {
+        return (result, None);
+    }
+    done.journal.push(entry.record(
+        started,
+        action,
+        JournalOutcome::Failed,
+        assistant_id,
+        op,
+        format!("Vapi refused voice {}: {message}", voice_label(&voice)),
+    ));
+    let fallback = Fallback {
+        from: voice_label(&voice),
+        to: voice_label(&fallback_voice),
+        message,
+        voice: fallback_voice.clone(),
+    };
+    body.insert("voice".to_owned(), fallback_voice);
+    (send(body).await, Some(fallback))
+}
+
+/// Records a fallback on a successful outcome: message, normalization and the applied voice.
+fn with_fallback(mut outcome: Outcome, d: &Decision, fallback: Option<Fallback>) -> Outcome {
+    let Some(f) = fallback else {
+        return outcome;
+    };
+    outcome.message = format!(
+        "{} Vapi refused voice {} ({}); used the fallback voice {} instead.",
+        outcome.message, f.from, f.message, f.to
+    );
+    outcome
+        .normalizations
+        .push(describe_normalization(&Normalization {
+            from: f.from,
+            to: f.to,
+            rule: FALLBACK_RULE,
+            dropped: Vec::new(),
+        }));
+    outcome.applied = d.desired.clone().map(|mut body| {
+        body.insert("voice".to_owned(), f.voice);
+        body
+    });
+    outcome
 }
 
 fn in_sync(d: &Decision, assistant_id: &str) -> Outcome {

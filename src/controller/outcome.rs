@@ -138,6 +138,8 @@ pub struct Outcome {
     pub drift_detail: Vec<Drift>,
     /// The body now applied to the assistant, when this outcome confirms one.
     pub applied: Option<Map<String, Value>>,
+    /// Voice rewrites, `original → applied (rule)`.
+    pub normalizations: Vec<String>,
     pub attempted: bool,
     /// Fingerprint of the key the agent's calls used (or would use).
     pub key_fingerprint: Option<String>,
@@ -161,6 +163,7 @@ impl Outcome {
             drift: Vec::new(),
             drift_detail: Vec::new(),
             applied: None,
+            normalizations: Vec::new(),
             attempted: reason != Reason::InSync && reason != Reason::Adopted,
             key_fingerprint: None,
         }
@@ -235,6 +238,7 @@ impl Outcome {
             drift: Vec::new(),
             drift_detail: Vec::new(),
             applied: None,
+            normalizations: Vec::new(),
             attempted,
             key_fingerprint: None,
         }
@@ -262,7 +266,7 @@ impl Outcome {
             drift: self.drift.clone(),
             drift_detail: serde_json::to_value(&self.drift_detail).unwrap_or_default(),
             applied: self.applied.clone().map(Value::Object),
-            normalizations: Vec::new(),
+            normalizations: self.normalizations.clone(),
             attempted: self.attempted,
             key_fingerprint: self.key_fingerprint.clone(),
         }

@@ -61,6 +61,8 @@ pub struct PassReport {
     pub awaiting_create: usize,
     /// Agents whose writes wait out their back-off (or a spec change after a refusal).
     pub deferred: usize,
+    /// Voice rewrites (rules and fallbacks) in this pass's writes.
+    pub voice_normalizations: usize,
     /// Agents left differing on purpose (observe-only, paused, dry-run).
     pub not_enforced: usize,
     pub failed: usize,
@@ -207,18 +209,20 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
                 }
                 list_errors.push(format!("key {}: {err}", lane.fingerprint()));
                 early.extend(agents.iter().map(|a| {
-                    Done::status(match reconcile::desired_body(a) {
-                        Err(problems) if !a.deleted => {
-                            execute::invalid(a.id, a.generation, &problems)
-                        }
-                        _ => Outcome::call_failed(
-                            a.id,
-                            a.generation,
-                            "list assistants",
-                            &err,
-                            lane.fingerprint(),
-                        ),
-                    })
+                    Done::status(
+                        match reconcile::desired_body(a, &ctx.settings.plan.voices) {
+                            Err(problems) if !a.deleted => {
+                                execute::invalid(a.id, a.generation, &problems)
+                            }
+                            _ => Outcome::call_failed(
+                                a.id,
+                                a.generation,
+                                "list assistants",
+                                &err,
+                                lane.fingerprint(),
+                            ),
+                        },
+                    )
                 }));
                 continue;
             }
@@ -439,6 +443,9 @@ async fn record(
         report.deleted += d.assistants_deleted;
         report.skipped += usize::from(d.skipped);
         let Some(o) = d.status else { continue };
+        if o.attempted {
+            report.voice_normalizations += o.normalizations.len();
+        }
         count(&o, report);
         if !already_recorded(&o, recorded.get(&o.agent_id)) {
             updates.push(o.to_update());

@@ -39,6 +39,8 @@ pub mod json;
 pub mod validate;
 pub mod voice;
 
+pub use voice::{Normalization, VoiceRules};
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -111,6 +113,8 @@ pub struct DesiredAgent {
     pub last_applied: Option<Map<String, Value>>,
     /// A create that was sent (or about to be) and whose outcome is not known yet.
     pub intent: Option<CreateIntent>,
+    /// Vapi refused this generation's voice: use the fallback voice from the start.
+    pub voice_fallback: bool,
 }
 
 /// The record, written before a POST, that a create is in flight.
@@ -185,6 +189,8 @@ pub struct PlanSettings {
     /// How long an orphan must have been seen before it is deleted.
     pub orphan_grace: TimeDelta,
     pub orphan_policy: OrphanPolicy,
+    /// How voices Vapi would refuse are rewritten before any write.
+    pub voices: VoiceRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -308,6 +314,8 @@ pub struct Decision {
     /// The full body the assistant should have, when the spec can be sent: what a successful
     /// action has applied (the third side of the next comparison).
     pub desired: Option<Map<String, Value>>,
+    /// Voice rewrites made to get `desired`.
+    pub normalizations: Vec<Normalization>,
 }
 
 /// A marked assistant whose agent no longer exists.
@@ -457,6 +465,7 @@ pub fn decide(
         duplicates: Vec::new(),
         intent: agent.intent.clone(),
         desired: None,
+        normalizations: Vec::new(),
     };
 
     if agent.deleted {
@@ -478,8 +487,11 @@ pub fn decide(
         return decision;
     }
 
-    let body = match desired_body(agent) {
-        Ok(body) => body,
+    let body = match desired_body(agent, &settings.voices) {
+        Ok(desired) => {
+            decision.normalizations = desired.normalizations;
+            desired.body
+        }
         Err(problems) => {
             decision.action = Action::Invalid { problems };
             return decision;
@@ -598,7 +610,7 @@ pub fn with_operation(mut body: Map<String, Value>, operation_id: Uuid) -> Map<S
 
 /// The full assistant body the controller wants for this agent: the spec, the agent's name and
 /// the ownership marker. Errors list every structural problem, each naming the field.
-pub fn desired_body(agent: &DesiredAgent) -> Result<Map<String, Value>, Vec<String>> {
+pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired, Vec<String>> {
     let spec = match &agent.spec {
         Ok(Value::Object(spec)) => spec,
         Ok(other) => {
@@ -624,10 +636,38 @@ pub fn desired_body(agent: &DesiredAgent) -> Result<Map<String, Value>, Vec<Stri
             "spec.{field} is assigned by Vapi and cannot be set: remove it"
         ));
     }
+    let mut body = spec.clone();
+    let mut normalizations = Vec::new();
+    if let Some(voice) = spec.get("voice") {
+        let normalized = voices.normalize(voice);
+        let mut voice = normalized.voice;
+        normalizations = normalized.applied;
+        if agent.voice_fallback {
+            // Vapi refused this generation's voice before: go straight to the fallback.
+            let fallback = voices.fallback_voice();
+            normalizations.push(Normalization {
+                from: voice_label(&voice),
+                to: voice_label(&fallback),
+                rule: FALLBACK_RULE,
+                dropped: Vec::new(),
+            });
+            voice = fallback;
+        }
+        body.insert("voice".to_owned(), voice);
+    }
+    problems.extend(validate::validate_spec(
+        &body
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "name" | "metadata") && !SERVER_FIELDS.contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        &agent.name,
+    ));
     if !problems.is_empty() {
         return Err(problems);
     }
-    let mut body = spec.clone();
     body.insert("name".to_owned(), Value::String(agent.name.clone()));
     body.insert(
         "metadata".to_owned(),
@@ -637,7 +677,31 @@ pub fn desired_body(agent: &DesiredAgent) -> Result<Map<String, Value>, Vec<Stri
             "orgId": agent.org_id.to_string(),
         }),
     );
-    Ok(body)
+    Ok(Desired {
+        body,
+        normalizations,
+    })
+}
+
+/// The rule name of a fallback made because Vapi refused a voice.
+pub const FALLBACK_RULE: &str = "fallback";
+
+/// `provider/voiceId` of a voice object.
+pub fn voice_label(voice: &Value) -> String {
+    let text = |k: &str| voice.get(k).and_then(Value::as_str).unwrap_or("?");
+    format!("{}/{}", text("provider"), text("voiceId"))
+}
+
+/// `vapi/Kylie → vapi/Savannah (retired-voice)`.
+pub fn describe_normalization(n: &Normalization) -> String {
+    format!("{} → {} ({})", n.from, n.to, n.rule)
+}
+
+/// What the controller sends for an agent, and how it rewrote the voice to get there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub body: Map<String, Value>,
+    pub normalizations: Vec<Normalization>,
 }
 
 fn json_type(v: &Value) -> &'static str {

@@ -21,6 +21,7 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         recorded_assistant_id: recorded.map(str::to_owned),
         last_applied: None,
         intent: None,
+        voice_fallback: false,
     }
 }
 
@@ -41,6 +42,7 @@ fn settings() -> PlanSettings {
         create_grace: TimeDelta::minutes(2),
         orphan_grace: TimeDelta::minutes(15),
         orphan_policy: OrphanPolicy::Delete,
+        voices: VoiceRules::default(),
     }
 }
 
@@ -114,7 +116,9 @@ fn with(mut body: Value, key: &str, value: Value) -> Value {
 }
 
 fn expected_body() -> Map<String, Value> {
-    desired_body(&agent(spec(), None)).expect("valid")
+    desired_body(&agent(spec(), None), &VoiceRules::default())
+        .expect("valid")
+        .body
 }
 
 #[test]

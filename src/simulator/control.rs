@@ -40,6 +40,7 @@ pub(super) fn routes() -> Router<App> {
             "/_sim/vapi-voices",
             put(set_vapi_voices).get(get_vapi_voices),
         )
+        .route("/_sim/missing-azure-voices", put(set_missing_azure_voices))
         .route(
             "/_sim/assistants",
             get(list_assistants).post(create_assistant),
@@ -173,6 +174,21 @@ async fn set_vapi_voices(State(app): State<App>, body: Bytes) -> Response {
     match parse::<VoicesBody>(&body) {
         Ok(b) => {
             app.sim.set_vapi_voices(b.voices);
+            ok()
+        }
+        Err(resp) => *resp,
+    }
+}
+
+#[derive(Deserialize)]
+struct MissingAzureBody {
+    voices: Vec<String>,
+}
+
+async fn set_missing_azure_voices(State(app): State<App>, body: Bytes) -> Response {
+    match parse::<MissingAzureBody>(&body) {
+        Ok(b) => {
+            app.sim.set_missing_azure_voices(b.voices);
             ok()
         }
         Err(resp) => *resp,

@@ -431,7 +431,12 @@ fn handle(
 
 fn create(sim: &Simulator, org: &str, body: Map<String, Value>) -> Response {
     let mut st = sim.lock();
-    if let Err(r) = validate_assistant(&body, Op::Create, st.vapi_voices.as_deref()) {
+    if let Err(r) = validate_assistant(
+        &body,
+        Op::Create,
+        st.vapi_voices.as_deref(),
+        &st.missing_azure_voices,
+    ) {
         return rejection(r);
     }
     json(StatusCode::CREATED, st.store.insert(org, body, false))
@@ -442,7 +447,12 @@ fn update(sim: &Simulator, org: &str, id: &str, body: Map<String, Value>) -> Res
     // Class validation (the pipe) runs before the handler looks the assistant up; the business rules
     // live in the service, after the lookup.
     let voices = st.vapi_voices.clone();
-    match validate_assistant(&body, Op::Update, voices.as_deref()) {
+    match validate_assistant(
+        &body,
+        Op::Update,
+        voices.as_deref(),
+        &st.missing_azure_voices,
+    ) {
         Err(r @ Rejection::Messages(_)) => return rejection(r),
         Err(r @ Rejection::Message(_)) => {
             return if st.store.get(Some(org), id).is_none() {

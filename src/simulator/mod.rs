@@ -50,6 +50,8 @@ struct State {
     store: Store,
     /// The `VapiVoice.voiceId` enum; `None` = free string (the spec after 2026-08-11).
     vapi_voices: Option<Vec<String>>,
+    /// Well-formed Azure voice ids that Azure does not have (Vapi answers "Couldn't Find Azure Voice").
+    missing_azure_voices: Vec<String>,
 }
 
 /// A simulated Vapi API. Cheap to clone; clones share state.
@@ -81,6 +83,7 @@ impl Simulator {
                     .map(|s| (*s).to_owned())
                     .collect(),
             ),
+            missing_azure_voices: Vec::new(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -150,6 +153,12 @@ impl Simulator {
     /// business rule either way.
     pub fn set_vapi_voices(&self, voices: Option<Vec<String>>) {
         self.lock().vapi_voices = voices;
+    }
+
+    /// Azure voice ids that look right but that Azure does not have: Vapi refuses them only when it
+    /// looks them up, which no client-side check can predict.
+    pub fn set_missing_azure_voices(&self, voices: Vec<String>) {
+        self.lock().missing_azure_voices = voices;
     }
 
     pub fn vapi_voices(&self) -> Option<Vec<String>> {

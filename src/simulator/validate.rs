@@ -60,6 +60,7 @@ pub fn validate_assistant(
     body: &Map<String, Value>,
     op: Op,
     vapi_voices: Option<&[String]>,
+    missing_azure: &[String],
 ) -> Result<(), Rejection> {
     let mut msgs = Vec::new();
     for key in body.keys() {
@@ -77,7 +78,7 @@ pub fn validate_assistant(
         return Err(Rejection::Messages(msgs));
     }
     if let Some(voice) = body.get("voice").and_then(Value::as_object) {
-        business_rules_voice(voice, op)?;
+        business_rules_voice(voice, op, missing_azure)?;
     }
     Ok(())
 }
@@ -359,7 +360,11 @@ fn check_model(value: &Value, msgs: &mut Vec<String>) {
 }
 
 /// Stage 2: rules the real service enforces after the DTO validated; string `message`.
-fn business_rules_voice(voice: &Map<String, Value>, op: Op) -> Result<(), Rejection> {
+fn business_rules_voice(
+    voice: &Map<String, Value>,
+    op: Op,
+    missing_azure: &[String],
+) -> Result<(), Rejection> {
     let provider = voice.get("provider").and_then(Value::as_str);
     let Some(voice_id) = voice.get("voiceId").and_then(Value::as_str) else {
         return Ok(());
@@ -374,7 +379,10 @@ fn business_rules_voice(voice: &Map<String, Value>, op: Op) -> Result<(), Reject
                 "The {voice_id} voice is part of a legacy voice set that is being phased out, and {tail}"
             )))
         }
-        Some("azure") if !AZURE_PRESETS.contains(&voice_id) && !is_azure_short_name(voice_id) => {
+        Some("azure")
+            if (!AZURE_PRESETS.contains(&voice_id) && !is_azure_short_name(voice_id))
+                || missing_azure.iter().any(|m| m == voice_id) =>
+        {
             Err(Rejection::Message(format!(
                 "Couldn't Find Azure Voice: {voice_id}. Voice id should look like en-US-EmmaNeural"
             )))

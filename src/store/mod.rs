@@ -145,6 +145,7 @@ struct AgentRow {
     reason: Option<String>,
     drift: Option<Vec<String>>,
     applied: Option<String>,
+    normalizations: Option<Vec<String>>,
     operation_id: Option<Uuid>,
     intent_generation: Option<i64>,
     intent_started_at: Option<DateTime<Utc>>,
@@ -186,6 +187,13 @@ impl AgentRow {
             // The column's check constraint admits only known modes.
             mode: Mode::parse(&self.management_mode).unwrap_or_default(),
             deleted: self.deleted,
+            // The voice was refused at this very generation: the status recorded the fallback.
+            voice_fallback: self.observed_generation == Some(self.generation)
+                && self
+                    .normalizations
+                    .iter()
+                    .flatten()
+                    .any(|n| n.ends_with(&format!("({})", crate::reconcile::FALLBACK_RULE))),
             recorded_assistant_id: self.assistant_id,
             // Written by the controller itself; an unreadable one only loses the third side.
             last_applied: self
@@ -221,7 +229,7 @@ impl Store {
             "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
                     a.management_mode, a.deleted_at is not null as deleted,
                     s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
-                    s.applied::text as applied,
+                    s.applied::text as applied, s.normalizations,
                     i.operation_id, i.generation as intent_generation,
                     i.started_at as intent_started_at
              from agents a

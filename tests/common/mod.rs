@@ -14,7 +14,7 @@ use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassReport
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::guard::GuardSettings;
-use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings};
+use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
@@ -41,6 +41,7 @@ pub fn settings() -> PassSettings {
             create_grace: chrono::TimeDelta::minutes(2),
             orphan_grace: chrono::TimeDelta::zero(),
             orphan_policy: OrphanPolicy::Delete,
+            voices: VoiceRules::default(),
         },
         guard: GuardSettings {
             max_share: 0.1,
