@@ -19,6 +19,7 @@ use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
 use crate::credentials::PlatformKey;
 use crate::http::{self, HttpState};
 use crate::leader::{Elector, LeaderConfig};
+use crate::metrics::Metrics;
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use crate::resilience::{Backoff, BreakerConfig, Rate};
@@ -228,7 +229,7 @@ async fn build(
     args: &ControllerArgs,
     apply_migrations: bool,
     resync_interval: Duration,
-) -> anyhow::Result<(PgPool, Controller, Elector)> {
+) -> anyhow::Result<(PgPool, Controller, Elector, Metrics)> {
     let ControllerArgs {
         database,
         vapi,
@@ -241,11 +242,13 @@ async fn build(
     let keyring = keyring(vault)?;
     let (lanes, agent_backoff) = resilience(resilience_args);
     let settings = pass_settings(pass, vapi, leader)?;
+    let metrics = Metrics::new(&leader.leader_election_name).context("registering metrics")?;
     let client = VapiClient::new(&ClientConfig {
         base_url: vapi.vapi_base_url.clone(),
         connect_timeout: vapi.vapi_connect_timeout.into(),
         request_timeout: vapi.vapi_request_timeout.into(),
-    })?;
+    })?
+    .with_metrics(metrics.clone());
     let config = LoopConfig {
         resync_interval,
         jitter: RESYNC_JITTER,
@@ -274,8 +277,9 @@ async fn build(
         settings,
         holder,
     )
-    .with_keyring(keyring);
-    Ok((pool, controller, elector))
+    .with_keyring(keyring)
+    .with_metrics(metrics.clone());
+    Ok((pool, controller, elector, metrics))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -285,11 +289,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listen,
         migrate,
     } = args;
-    let (pool, controller, elector) = build(&args, migrate, resync_interval.into()).await?;
+    let (pool, controller, elector, metrics) =
+        build(&args, migrate, resync_interval.into()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
 
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
@@ -297,6 +302,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pool,
         loop_status: controller.subscribe(),
         platform_key: controller.platform_key().clone(),
+        metrics,
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
     let activator = controller.activator();
@@ -317,7 +323,7 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         controller: args,
     } = args;
     // One pass only: the interval is never waited on.
-    let (pool, controller, elector) = build(&args, false, Duration::from_secs(1)).await?;
+    let (pool, controller, elector, _) = build(&args, false, Duration::from_secs(1)).await?;
     let Some(lead) = elector.try_acquire().await? else {
         let holder = Elector::current(&pool, &args.leader.leader_election_name)
             .await?

@@ -1,4 +1,5 @@
-//! The controller's own HTTP server: `/healthz` (liveness) and `/readyz` (readiness).
+//! The controller's own HTTP server: `/healthz` (liveness), `/readyz` (readiness) and
+//! `/metrics` (Prometheus).
 //!
 //! Liveness means this process and its loop answer; it never depends on Vapi, because restarting
 //! the controller does not fix someone else's outage. Readiness means the database is reachable
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::LoopStatus;
 use crate::credentials::PlatformKey;
+use crate::metrics::Metrics;
 use crate::store;
 
 #[derive(Clone)]
@@ -24,12 +26,14 @@ pub struct HttpState {
     pub pool: PgPool,
     pub loop_status: watch::Receiver<LoopStatus>,
     pub platform_key: PlatformKey,
+    pub metrics: Metrics,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -72,6 +76,17 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         Ok(missing) => not_ready(format!("unapplied migrations: {}", missing.join(", "))),
         Err(e) => not_ready(format!("database unreachable: {e}")),
     }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 fn not_ready(reason: String) -> Response {

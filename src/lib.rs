@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod demo;
 pub mod http;
 pub mod leader;
+pub mod metrics;
 pub mod reconcile;
 pub mod resilience;
 pub mod simulator;

@@ -15,6 +15,15 @@ async fn serve(
     pool: PgPool,
     loop_status: tokio::sync::watch::Receiver<LoopStatus>,
 ) -> (String, CancellationToken) {
+    let metrics = vapi_reconciler::metrics::Metrics::new("vapi-reconciler").unwrap();
+    serve_with(pool, loop_status, metrics).await
+}
+
+async fn serve_with(
+    pool: PgPool,
+    loop_status: tokio::sync::watch::Receiver<LoopStatus>,
+    metrics: vapi_reconciler::metrics::Metrics,
+) -> (String, CancellationToken) {
     let platform_key = PlatformKey::fixed(ApiKey::new("a-test-key").unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -23,6 +32,7 @@ async fn serve(
         pool,
         loop_status,
         platform_key,
+        metrics,
     };
     tokio::spawn(http::serve(listener, state, cancel.clone()));
     (base, cancel)
@@ -72,5 +82,94 @@ async fn not_ready_while_migrations_are_missing(pool: PgPool) {
     );
     vapi_reconciler::store::MIGRATOR.run(&pool).await.unwrap();
     assert_eq!(get(format!("{base}/readyz")).await.0, 200);
+    cancel.cancel();
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
+#[sqlx::test]
+async fn metrics_show_drift_appear_and_disappear(pool: PgPool) {
+    let mut env = common::env(pool.clone()).await;
+    let metrics = vapi_reconciler::metrics::Metrics::new("vapi-reconciler").unwrap();
+    env.controller = common::controller(
+        &pool,
+        &env.vapi.clone().with_metrics(metrics.clone()),
+        &env.key,
+        common::settings(),
+    )
+    .with_metrics(metrics.clone());
+    let (base, cancel) =
+        serve_with(pool.clone(), env.controller.subscribe(), metrics.clone()).await;
+    let org = common::org(&pool, "Harbor").await;
+    let a = common::agent(&pool, org, "a", common::spec(1)).await;
+    common::agent(&pool, org, "b", common::spec(2)).await;
+    env.pass().await;
+    let scrape = || async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "vapi_reconciler_drift{kind=\"missing\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "vapi_reconciler_agents{state=\"synced\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vapi_reconciler_vapi_requests_total{method=\"POST\",route=\"/assistant\",status=\"201\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vapi_reconciler_actions_total{action=\"create\",outcome=\"ok\"}"
+        ),
+        2.0
+    );
+
+    let assistant = common::status(&pool, a).await.assistant_id.unwrap();
+    env.sim
+        .edit_out_of_band(&assistant, serde_json::json!({"firstMessage": "edited"}));
+    env.pass().await;
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "vapi_reconciler_drift{kind=\"diverged\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "vapi_reconciler_drift{kind=\"missing\"}"),
+        0.0
+    );
+    env.pass().await;
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "vapi_reconciler_drift{kind=\"diverged\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "vapi_reconciler_oldest_drift_age_seconds"),
+        0.0
+    );
+    assert!(sample(&text, "vapi_reconciler_last_pass_timestamp_seconds") > 1.7e9);
+    assert_eq!(
+        sample(
+            &text,
+            "controller_runtime_reconcile_errors_total{controller=\"assistant\"}"
+        ),
+        0.0
+    );
     cancel.cancel();
 }

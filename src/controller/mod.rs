@@ -12,8 +12,11 @@ mod outcome;
 mod pass;
 mod requeue;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 use rand::Rng;
 use tokio::sync::watch;
@@ -27,6 +30,7 @@ pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, run_pa
 
 use crate::credentials::{LoadedKey, PlatformKey};
 use crate::leader::{Elector, Leadership};
+use crate::metrics::{self, Metrics};
 use crate::resilience::Backoff;
 use crate::store::{CredentialHealth, Store};
 use crate::vapi::VapiClient;
@@ -90,6 +94,9 @@ pub struct Controller {
     activator: Activator,
     /// Opens organizations' own keys; `None` when no encryption keys are configured.
     keyring: Option<Keyring>,
+    metrics: Option<Metrics>,
+    /// When each agent's current difference was first seen, for the oldest-drift age.
+    drift_since: Mutex<HashMap<Uuid, std::time::Instant>>,
     last_trim: Mutex<Option<Instant>>,
     status: watch::Sender<LoopStatus>,
 }
@@ -113,9 +120,19 @@ impl Controller {
             holder,
             activator: Activator::new(),
             keyring: None,
+            metrics: None,
+            drift_since: Mutex::new(HashMap::new()),
             last_trim: Mutex::new(None),
             status: watch::Sender::new(LoopStatus::default()),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        metrics
+            .max_concurrent_reconciles
+            .set(i64::try_from(self.settings.concurrency).unwrap_or(i64::MAX));
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn with_keyring(mut self, keyring: Option<Keyring>) -> Self {
@@ -158,6 +175,7 @@ impl Controller {
             platform: &platform,
             org_keys: &org_keys,
             requeue: &self.requeue,
+            metrics: self.metrics.as_ref(),
             settings: &self.settings,
             fence: &fence,
             gate: lead,
@@ -166,6 +184,7 @@ impl Controller {
         };
         let result = run_pass(&ctx).await;
         let credentials = self.lanes.statuses();
+        self.export(result.as_ref().ok(), &credentials);
         self.record_health(&fence, &credentials).await;
         self.status.send_modify(|s| {
             s.platform_key = Some(platform.clone());
@@ -206,6 +225,67 @@ impl Controller {
         }
         self.trim_journal().await;
         result
+    }
+
+    /// Sets the pass-level gauges.
+    fn export(&self, report: Option<&PassReport>, lanes: &[LaneStatus]) {
+        let Some(m) = &self.metrics else { return };
+        for s in metrics::BREAKER_STATES {
+            let n = lanes.iter().filter(|l| l.breaker.as_str() == *s).count();
+            m.breakers
+                .with_label_values(&[s])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let rejected = lanes.iter().filter(|l| l.rejected.is_some()).count();
+        m.credentials_rejected
+            .set(i64::try_from(rejected).unwrap_or(i64::MAX));
+        m.workqueue_depth
+            .set(i64::try_from(self.requeue.len()).unwrap_or(i64::MAX));
+        let Some(r) = report else { return };
+        m.guard_blocked.set(i64::from(r.blocked.is_some()));
+        if r.blocked.is_some() {
+            // A blocked pass acted on nothing: the rest describes the last pass that did.
+            return;
+        }
+        for s in metrics::AGENT_STATES {
+            let n = r.states.values().filter(|v| v.as_str() == *s).count();
+            m.agents
+                .with_label_values(&[s])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for (kind, n) in [
+            ("missing", r.missing),
+            ("diverged", r.diverged),
+            ("orphaned", r.orphans),
+            ("duplicate", r.duplicates),
+        ] {
+            m.drift
+                .with_label_values(&[kind])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let now = std::time::Instant::now();
+        let oldest = {
+            let mut since = self.drift_since.lock().unwrap_or_else(|p| p.into_inner());
+            let drifting: std::collections::HashSet<_> = r.drifting.iter().collect();
+            since.retain(|a, _| drifting.contains(a));
+            for a in &r.drifting {
+                since.entry(*a).or_insert(now);
+            }
+            since.values().min().copied()
+        };
+        m.oldest_drift_age_seconds
+            .set(oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64()));
+        m.last_pass_timestamp_seconds
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        m.last_pass_duration_seconds.set(r.duration.as_secs_f64());
+    }
+
+    fn set_leader(&self, leading: bool) {
+        if let Some(m) = &self.metrics {
+            m.leader_election_master_status
+                .with_label_values(&[&m.leader_name])
+                .set(i64::from(leading));
+        }
     }
 
     /// Publishes every key's state and applies operators' breaker resets.
@@ -293,6 +373,7 @@ impl Controller {
                 }
             };
             self.lead(&lead, &cancel).await;
+            self.set_leader(false);
             self.status.send_modify(|s| {
                 s.role = Role::Standby;
                 s.epoch = None;
@@ -326,6 +407,7 @@ impl Controller {
             s.role = Role::Leader;
             s.epoch = Some(lead.epoch());
         });
+        self.set_leader(true);
         tracing::info!(epoch = lead.epoch(), "leading: reconciling");
         while !stop.is_cancelled() {
             // A failed pass is already recorded and logged; the next one is the retry.

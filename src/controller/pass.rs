@@ -28,6 +28,7 @@ use super::outcome::{Outcome, Reason};
 use super::requeue::Requeue;
 use crate::credentials::{ApiKey, LoadedKey};
 use crate::leader::Fence;
+use crate::metrics::Metrics;
 use crate::reconcile::guard::{self, GuardSettings, Impact};
 use crate::reconcile::{
     self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput, PlanSettings, StrayAction,
@@ -63,6 +64,18 @@ pub struct PassReport {
     pub deferred: usize,
     /// Voice rewrites (rules and fallbacks) in this pass's writes.
     pub voice_normalizations: usize,
+    /// Agents with no assistant in Vapi (to create, recreate, or waiting for a create).
+    pub missing: usize,
+    /// Agents whose assistant differs from the spec.
+    pub diverged: usize,
+    /// Extra marked assistants of agents.
+    pub duplicates: usize,
+    /// Every agent's state after this pass, for the metrics.
+    #[serde(skip)]
+    pub states: HashMap<Uuid, SyncState>,
+    /// Agents whose assistant differs (or is missing) after planning, for the drift age.
+    #[serde(skip)]
+    pub drifting: Vec<Uuid>,
     /// Agents left differing on purpose (observe-only, paused, dry-run).
     pub not_enforced: usize,
     pub failed: usize,
@@ -130,6 +143,7 @@ pub struct PassContext<'a> {
     /// Organizations with their own key, or why it cannot be used.
     pub org_keys: &'a HashMap<Uuid, Result<ApiKey, String>>,
     pub requeue: &'a Requeue,
+    pub metrics: Option<&'a Metrics>,
     pub settings: &'a PassSettings,
     pub fence: &'a Fence,
     pub gate: &'a (dyn Gate + Sync),
@@ -158,6 +172,17 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         .filter_map(|(a, r)| r.clone().map(|r| (a.id, r)))
         .collect();
     let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
+    report.states = rows
+        .iter()
+        .map(|(a, r)| {
+            let state = r
+                .as_ref()
+                .filter(|r| r.observed_generation >= a.generation)
+                .and_then(|r| r.state)
+                .unwrap_or(SyncState::Pending);
+            (a.id, state)
+        })
+        .collect();
 
     // Each agent goes to its org's own key, or the platform key. An org whose stored key cannot
     // be read gets nothing: falling back to the platform key would write to another Vapi org.
@@ -249,6 +274,24 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
     report.managed = plan.managed;
     report.unmanaged = plan.unmanaged;
     report.orphans = plan.strays.len();
+    for d in &plan.decisions {
+        let differs = match &d.action {
+            Action::Create { .. } | Action::Recreate { .. } | Action::AwaitCreate { .. } => {
+                report.missing += 1;
+                true
+            }
+            Action::Patch { .. } => {
+                report.diverged += 1;
+                true
+            }
+            Action::Delete { .. } => true,
+            _ => false,
+        };
+        report.duplicates += d.duplicates.len();
+        if differs || !d.duplicates.is_empty() {
+            report.drifting.push(d.agent_id);
+        }
+    }
     if !plan.strays.is_empty() || !orphans_seen.is_empty() {
         let sightings: Vec<_> = plan
             .strays
@@ -374,6 +417,11 @@ async fn execute_plan(
             if let Some(wait) = ctx.requeue.waiting(d.agent_id, d.generation) {
                 tracing::debug!(agent_id = %d.agent_id, ?wait, "agent in back-off");
                 report.deferred += 1;
+                if let Some(m) = ctx.metrics {
+                    m.reconcile_total
+                        .with_label_values(&["requeue_after"])
+                        .inc();
+                }
                 continue;
             }
         }
@@ -396,15 +444,29 @@ async fn execute_plan(
     let executor = async move {
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
-                match w {
+                let started = Instant::now();
+                if let Some(m) = ctx.metrics {
+                    m.active_workers.inc();
+                }
+                let done = match w {
                     Work::Agent(d, lane) => execute::decision(ctx, d, &lane).await,
                     Work::Stray(s, lane) => execute::stray(ctx, s, &lane).await,
+                };
+                if let Some(m) = ctx.metrics {
+                    m.active_workers.dec();
+                    m.reconcile_time_seconds
+                        .observe(started.elapsed().as_secs_f64());
                 }
+                done
             })
             .buffer_unordered(ctx.settings.concurrency);
         while let Some(done) = results.next().await {
             if let Some(o) = &done.status {
-                ctx.requeue.observe(o);
+                if ctx.requeue.observe(o) {
+                    if let Some(m) = ctx.metrics {
+                        m.workqueue_retries_total.inc();
+                    }
+                }
             }
             if tx.send(done).is_err() {
                 break;
@@ -436,6 +498,13 @@ async fn record(
     let mut journal = Vec::new();
     let mut settled = Vec::new();
     for d in done {
+        if let Some(m) = ctx.metrics {
+            for j in &d.journal {
+                m.actions_total
+                    .with_label_values(&[j.action, j.outcome.as_str()])
+                    .inc();
+            }
+        }
         journal.extend(d.journal);
         settled.extend(d.settle_intent);
         report.duplicates_deleted += d.duplicates_deleted;
@@ -445,6 +514,28 @@ async fn record(
         let Some(o) = d.status else { continue };
         if o.attempted {
             report.voice_normalizations += o.normalizations.len();
+            if let Some(m) = ctx.metrics {
+                for n in &o.normalizations {
+                    let rule = n
+                        .rsplit_once('(')
+                        .map_or("", |(_, r)| r.trim_end_matches(')'));
+                    m.voice_normalizations_total
+                        .with_label_values(&[rule])
+                        .inc();
+                }
+            }
+        }
+        report.states.insert(o.agent_id, o.state);
+        if let Some(m) = ctx.metrics {
+            let result = match o.state {
+                SyncState::Failed => {
+                    m.reconcile_errors_total.inc();
+                    "error"
+                }
+                SyncState::Pending => "requeue",
+                _ => "success",
+            };
+            m.reconcile_total.with_label_values(&[result]).inc();
         }
         count(&o, report);
         if !already_recorded(&o, recorded.get(&o.agent_id)) {

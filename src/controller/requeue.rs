@@ -69,12 +69,13 @@ impl Requeue {
         })
     }
 
-    /// Learns from an outcome of an attempted write.
-    pub fn observe(&self, o: &Outcome) {
+    /// Learns from an outcome of an attempted write; `true` when it put the agent in back-off.
+    pub fn observe(&self, o: &Outcome) -> bool {
         let mut entries = self.entries();
         match o.state {
             SyncState::Synced | SyncState::Deleted => {
                 entries.remove(&o.agent_id);
+                false
             }
             SyncState::Failed if o.attempted && !o.reason.is_lane_wide() => {
                 let previous = entries
@@ -91,9 +92,15 @@ impl Requeue {
                         terminal: o.reason.is_terminal(),
                     },
                 );
+                true
             }
-            _ => {}
+            _ => false,
         }
+    }
+
+    /// Agents waiting out a back-off or a spec change.
+    pub fn len(&self) -> usize {
+        self.entries().len()
     }
 
     /// The earliest time a backed-off agent is due (terminal ones never are).

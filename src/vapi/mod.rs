@@ -37,6 +37,7 @@ pub struct VapiClient {
     http: reqwest::Client,
     base_url: String,
     request_timeout: Duration,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl VapiClient {
@@ -51,7 +52,14 @@ impl VapiClient {
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             request_timeout: config.request_timeout,
+            metrics: None,
         })
+    }
+
+    /// Counts every request by method, route template and status, and times it.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub async fn create(
@@ -127,6 +135,36 @@ impl VapiClient {
         query: &[(&str, &str)],
         body: Option<&Map<String, Value>>,
     ) -> Result<Value, VapiError> {
+        let started = std::time::Instant::now();
+        let method_label = method.as_str().to_owned();
+        let mut status = None;
+        let result = self.send(key, method, path, query, body, &mut status).await;
+        if let Some(m) = &self.metrics {
+            // A route template, never the id: labels stay a closed set.
+            let route = if path == "/assistant" {
+                "/assistant"
+            } else {
+                "/assistant/{id}"
+            };
+            m.vapi_request(
+                &method_label,
+                route,
+                status,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        key: &ApiKey,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Map<String, Value>>,
+        status_seen: &mut Option<u16>,
+    ) -> Result<Value, VapiError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
@@ -139,6 +177,7 @@ impl VapiClient {
         }
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
+        *status_seen = Some(status.as_u16());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
