@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     BreakerArgs, BreakerCommand, ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs,
-    OrphanPolicyArg, PassArgs, ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
+    OrphanPolicyArg, PassArgs, PlanArgs, ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
 };
-use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
+use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings, PlanFilter, PlanView};
 use crate::credentials::PlatformKey;
 use crate::http::{self, HttpState};
 use crate::leader::{Elector, LeaderConfig};
@@ -355,6 +355,80 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         },
     )
+}
+
+pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let PlanArgs {
+        controller: args,
+        org,
+        agent,
+        json,
+    } = args;
+    let (_, controller, _, _) = build(&args, false, Duration::from_secs(1)).await?;
+    let view = controller.plan(&PlanFilter { org, agent }).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_plan(&view));
+    }
+    Ok(ExitCode::from(view.exit_code()))
+}
+
+/// The plan for a terminal.
+fn render_plan(view: &PlanView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let count = |a: &str| view.changes.iter().filter(|c| c.action == a).count();
+    let orphans = view
+        .orphans
+        .iter()
+        .filter(|o| o["action"] == "delete")
+        .count();
+    let _ = writeln!(
+        out,
+        "Plan: {} to create, {} to patch, {} to recreate, {} to delete, {} to adopt, {} duplicates and {orphans} orphans to delete.",
+        count("create"),
+        count("patch"),
+        count("recreate"),
+        count("delete"),
+        count("adopt"),
+        view.changes
+            .iter()
+            .map(|c| c.duplicates.len())
+            .sum::<usize>(),
+    );
+    for c in &view.changes {
+        let mark = match c.action {
+            "create" | "recreate" => "+",
+            "delete" | "delete-duplicates" => "-",
+            _ => "~",
+        };
+        let _ = write!(out, "  {mark} {:<17} {} ({})", c.action, c.name, c.agent_id);
+        if let Some(a) = &c.assistant_id {
+            let _ = write!(out, " assistant {a}");
+        }
+        if !c.fields.is_empty() {
+            let _ = write!(out, ": {}", crate::reconcile::describe_drift(&c.fields));
+        }
+        if !c.duplicates.is_empty() {
+            let _ = write!(out, "; duplicates {}", c.duplicates.join(", "));
+        }
+        if !c.voice.is_empty() {
+            let _ = write!(out, "; voice {}", c.voice.join(", "));
+        }
+        out.push('\n');
+    }
+    for b in &view.blocked_agents {
+        let _ = writeln!(out, "  ! {:<17} {}: {}", b.reason, b.agent_id, b.message);
+    }
+    if view.guard_exceeded {
+        let _ = writeln!(
+            out,
+            "The blast-radius guard would stop this pass: {} deletes and {} recreates exceed the limit of {}.",
+            view.guard.deletes, view.guard.recreates, view.guard.limit
+        );
+    }
+    out
 }
 
 pub async fn breaker(args: BreakerArgs) -> anyhow::Result<()> {

@@ -40,6 +40,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Create a demo database, seed clinics and agents, and watch them converge against the simulator.
     Demo(DemoArgs),
+    /// Show what a pass would do, writing nothing. Exit code: 0 nothing to do, 2 changes
+    /// pending, 1 error (Terraform's -detailed-exitcode).
+    Plan(PlanArgs),
     /// Inspect and confirm passes the blast-radius guard blocked.
     Guard(GuardArgs),
     /// Inspect keys' circuit breakers and quarantine; reset a breaker.
@@ -54,6 +57,21 @@ pub struct GuardArgs {
     pub database: DatabaseArgs,
     #[command(subcommand)]
     pub command: GuardCommand,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    /// Only this organization's agents.
+    #[arg(long)]
+    pub org: Option<uuid::Uuid>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<uuid::Uuid>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

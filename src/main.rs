@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Guard(args) => app::guard(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => app::plan(args).await,
         Command::Breaker(args) => app::breaker(args).await.map(|()| ExitCode::SUCCESS),
         Command::OrgKey(args) => app::org_key(args).await.map(|()| ExitCode::SUCCESS),
     };

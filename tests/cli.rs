@@ -331,3 +331,81 @@ async fn the_demo_shows_failures_and_repairs_then_stops_on_ctrl_c() {
         .await
         .unwrap();
 }
+
+#[sqlx::test]
+async fn plan_exits_0_when_nothing_to_do_2_when_changes_pend_1_on_error(pool: PgPool) {
+    let url = url_of(&pool);
+    let (sim, key) = simulator().await;
+    let org = common::org(&pool, "Harbor").await;
+    let id = common::agent(&pool, org, "front-desk", common::spec(1)).await;
+    let plan = |base: String, extra: &'static [&'static str]| {
+        let url = url.clone();
+        let key = key.clone();
+        async move {
+            let mut args = vec!["plan", "--json"];
+            args.extend_from_slice(extra);
+            command(&args, &url, &base, &key).output().await.unwrap()
+        }
+    };
+    let out = plan(sim.base_url(), &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["changes"][0]["action"], "create");
+    assert_eq!(view["changes"][0]["agent_id"], id.to_string());
+    let writes: i64 = sqlx::query_scalar("select count(*) from agent_status")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(writes, 0, "a plan writes nothing");
+    // Another org filters everything out.
+    let other = uuid::Uuid::new_v4().to_string();
+    let out = command(&["plan", "--org", &other], &url, &sim.base_url(), &key)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    assert_ok(
+        &command(&["reconcile", "--once"], &url, &sim.base_url(), &key)
+            .output()
+            .await
+            .unwrap(),
+    );
+    let out = plan(sim.base_url(), &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Edited in Vapi: a patch is pending, with the field named (human output).
+    let assistant: String = sqlx::query_scalar("select assistant_id from agent_status")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    reqwest::Client::new()
+        .patch(format!("{}/_sim/assistants/{assistant}", sim.base_url()))
+        .json(&serde_json::json!({"firstMessage": "edited"}))
+        .send()
+        .await
+        .unwrap();
+    let out = command(&["plan"], &url, &sim.base_url(), &key)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 to patch") && text.contains("firstMessage (changed in Vapi)"),
+        "{text}"
+    );
+
+    let out = plan("http://127.0.0.1:9".to_owned(), &[]).await;
+    assert_eq!(out.status.code(), Some(1), "unreachable Vapi is an error");
+}

@@ -10,6 +10,7 @@ mod execute;
 mod lane;
 mod outcome;
 mod pass;
+mod preview;
 mod requeue;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ pub use execute::Gate;
 pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, Rejection};
 pub use outcome::{Outcome, Reason};
 pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, run_pass};
+pub use preview::{Change, PlanFilter, PlanView};
 
 use crate::credentials::{LoadedKey, PlatformKey};
 use crate::leader::{Elector, Leadership};
@@ -286,6 +288,31 @@ impl Controller {
                 .with_label_values(&[&m.leader_name])
                 .set(i64::from(leading));
         }
+    }
+
+    /// What a pass would do now, without writing anything (Vapi calls: listings only).
+    pub async fn plan(&self, filter: &PlanFilter) -> Result<PlanView, PassError> {
+        let platform = self.platform.current();
+        let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
+        let fence = crate::leader::Fence {
+            name: String::new(),
+            epoch: -1,
+        };
+        let cancel = CancellationToken::new();
+        let ctx = PassContext {
+            store: &self.store,
+            lanes: &self.lanes,
+            platform: &platform,
+            org_keys: &org_keys,
+            requeue: &self.requeue,
+            metrics: None,
+            settings: &self.settings,
+            fence: &fence,
+            gate: preview::no_writes(),
+            holder: &self.holder,
+            cancel: &cancel,
+        };
+        preview::preview(&ctx, filter).await
     }
 
     /// Publishes every key's state and applies operators' breaker resets.

@@ -158,7 +158,60 @@ const STATUS_BATCH: usize = 500;
 /// How many of the guarded actions a block records for the operator.
 const BLOCK_SAMPLE: usize = 20;
 
+/// What a pass found before acting: the plan over every key's listing, and the outcomes that
+/// need no Vapi write (agents whose key is unusable or whose listing failed).
+pub(super) struct Survey {
+    started: Instant,
+    pub(super) report: PassReport,
+    recorded: HashMap<Uuid, RecordedStatus>,
+    pub(super) plan: Plan,
+    decision_lanes: Vec<Arc<Lane>>,
+    stray_lanes: Vec<Arc<Lane>>,
+    pub(super) early: Vec<Done>,
+    orphans_known: bool,
+    pub(super) names: HashMap<Uuid, String>,
+}
+
 pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
+    let Survey {
+        started,
+        mut report,
+        recorded,
+        plan,
+        decision_lanes,
+        stray_lanes,
+        early,
+        orphans_known,
+        names: _,
+    } = survey(ctx).await?;
+    if !plan.strays.is_empty() || orphans_known {
+        let sightings: Vec<_> = plan
+            .strays
+            .iter()
+            .map(|s| (s.assistant_id.clone(), s.agent_id, s.first_seen))
+            .collect();
+        ctx.store.record_orphans(ctx.fence, &sightings).await?;
+    }
+    for s in &plan.strays {
+        if s.action != StrayAction::Delete {
+            tracing::warn!(assistant_id = %s.assistant_id, agent_id = %s.agent_id, action = ?s.action, "orphaned assistant: its agent no longer exists");
+        }
+    }
+    record(ctx, early, &recorded, &mut report).await?;
+    guard_and_execute(
+        ctx,
+        plan,
+        decision_lanes,
+        stray_lanes,
+        &recorded,
+        report,
+        started,
+    )
+    .await
+}
+
+/// Reads the desired state, lists every key's assistants and plans; writes nothing.
+pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
     let started = Instant::now();
     let rows = ctx.store.load_agents().await?;
     let mut report = PassReport {
@@ -172,6 +225,7 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         .filter_map(|(a, r)| r.clone().map(|r| (a.id, r)))
         .collect();
     let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
+    let names: HashMap<Uuid, String> = rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect();
     report.states = rows
         .iter()
         .map(|(a, r)| {
@@ -292,21 +346,28 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
             report.drifting.push(d.agent_id);
         }
     }
-    if !plan.strays.is_empty() || !orphans_seen.is_empty() {
-        let sightings: Vec<_> = plan
-            .strays
-            .iter()
-            .map(|s| (s.assistant_id.clone(), s.agent_id, s.first_seen))
-            .collect();
-        ctx.store.record_orphans(ctx.fence, &sightings).await?;
-    }
-    for s in &plan.strays {
-        if s.action != StrayAction::Delete {
-            tracing::warn!(assistant_id = %s.assistant_id, agent_id = %s.agent_id, action = ?s.action, "orphaned assistant: its agent no longer exists");
-        }
-    }
-    record(ctx, early, &recorded, &mut report).await?;
+    Ok(Survey {
+        started,
+        report,
+        recorded,
+        plan,
+        decision_lanes,
+        stray_lanes,
+        early,
+        orphans_known: !orphans_seen.is_empty(),
+        names,
+    })
+}
 
+async fn guard_and_execute(
+    ctx: &PassContext<'_>,
+    plan: Plan,
+    decision_lanes: Vec<Arc<Lane>>,
+    stray_lanes: Vec<Arc<Lane>>,
+    recorded: &HashMap<Uuid, RecordedStatus>,
+    mut report: PassReport,
+    started: Instant,
+) -> Result<PassReport, PassError> {
     let impact = guard::assess(&plan, ctx.settings.dry_run, ctx.settings.guard);
     if impact.exceeded() {
         match ctx.store.guard_confirmation(&impact).await? {
@@ -346,7 +407,7 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         decisions: decision_lanes,
         strays: stray_lanes,
     };
-    execute_plan(ctx, plan, lanes, &recorded, report, started).await
+    execute_plan(ctx, plan, lanes, recorded, report, started).await
 }
 
 /// Lists with one lane; a quarantined key is probed at most once per probe interval.

@@ -1,0 +1,188 @@
+//! What a pass would do, without doing it: the same survey a pass makes (one query, one listing
+//! per key, the pure plan), rendered as changes. Backs `vapi-reconciler plan` and `GET /v1/plan`.
+
+use uuid::Uuid;
+
+use super::execute::Gate;
+use super::pass::{PassContext, PassError, survey};
+use crate::reconcile::guard::{self, Impact};
+use crate::reconcile::{Action, Drift, Mode, StrayAction, describe_normalization};
+
+/// Which agents to show.
+#[derive(Debug, Clone, Default)]
+pub struct PlanFilter {
+    pub org: Option<Uuid>,
+    pub agent: Option<Uuid>,
+}
+
+impl PlanFilter {
+    fn admits(&self, org: Uuid, agent: Uuid) -> bool {
+        self.org.is_none_or(|o| o == org) && self.agent.is_none_or(|a| a == agent)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.org.is_none() && self.agent.is_none()
+    }
+}
+
+/// One agent's planned change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Change {
+    pub agent_id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    /// `create`, `recreate`, `patch`, `delete`, `adopt` or `delete-duplicates`.
+    pub action: &'static str,
+    pub assistant_id: Option<String>,
+    /// For a patch: the differing fields, each classified.
+    pub fields: Vec<Drift>,
+    pub duplicates: Vec<String>,
+    /// Voice rewrites the write would carry.
+    pub voice: Vec<String>,
+}
+
+/// An agent the plan cannot act on, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Blocker {
+    pub agent_id: Uuid,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanView {
+    pub changes: Vec<Change>,
+    /// Marked assistants whose agent is gone, to be deleted now (`delete`) or later.
+    pub orphans: Vec<serde_json::Value>,
+    /// Agents whose spec is refused, whose key is unusable, or whose listing failed.
+    pub blocked_agents: Vec<Blocker>,
+    /// Agents left alone on purpose (observe-only, paused, dry-run) that differ.
+    pub not_enforced: Vec<Uuid>,
+    pub guard: Impact,
+    /// The guard would stop this pass until an operator confirms.
+    pub guard_exceeded: bool,
+}
+
+impl PlanView {
+    /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 errors.
+    pub fn exit_code(&self) -> u8 {
+        if !self.blocked_agents.is_empty() {
+            1
+        } else if !self.changes.is_empty() || self.orphans.iter().any(|o| o["action"] == "delete") {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+struct NoWrites;
+
+impl Gate for NoWrites {
+    fn may_write(&self) -> bool {
+        false
+    }
+}
+
+pub(super) async fn preview(
+    ctx: &PassContext<'_>,
+    filter: &PlanFilter,
+) -> Result<PlanView, PassError> {
+    let survey = survey(ctx).await?;
+    let enforcing = |mode: Mode| mode == Mode::Enforce && !ctx.settings.dry_run;
+    let mut view = PlanView {
+        changes: Vec::new(),
+        orphans: Vec::new(),
+        blocked_agents: Vec::new(),
+        not_enforced: Vec::new(),
+        guard: guard::assess(&survey.plan, ctx.settings.dry_run, ctx.settings.guard),
+        guard_exceeded: false,
+    };
+    view.guard_exceeded = view.guard.exceeded();
+    for d in &survey.plan.decisions {
+        if !filter.admits(d.org_id, d.agent_id) {
+            continue;
+        }
+        let (action, assistant_id, fields) = match &d.action {
+            Action::Create { .. } => ("create", None, Vec::new()),
+            Action::Recreate { previous_id, .. } => {
+                ("recreate", Some(previous_id.clone()), Vec::new())
+            }
+            Action::Patch {
+                assistant_id,
+                drift,
+                ..
+            } => ("patch", Some(assistant_id.clone()), drift.clone()),
+            Action::Delete { assistant_ids } => {
+                ("delete", Some(assistant_ids.join(",")), Vec::new())
+            }
+            Action::InSync {
+                assistant_id,
+                adopted: true,
+            } => ("adopt", Some(assistant_id.clone()), Vec::new()),
+            Action::Invalid { problems } => {
+                view.blocked_agents.push(Blocker {
+                    agent_id: d.agent_id,
+                    reason: "InvalidSpec",
+                    message: problems.join("; "),
+                });
+                continue;
+            }
+            _ if !d.duplicates.is_empty() => ("delete-duplicates", None, Vec::new()),
+            _ => continue,
+        };
+        if !enforcing(d.mode) {
+            view.not_enforced.push(d.agent_id);
+            continue;
+        }
+        view.changes.push(Change {
+            agent_id: d.agent_id,
+            org_id: d.org_id,
+            name: survey.names.get(&d.agent_id).cloned().unwrap_or_default(),
+            action,
+            assistant_id,
+            fields,
+            duplicates: d.duplicates.clone(),
+            voice: d
+                .normalizations
+                .iter()
+                .map(describe_normalization)
+                .collect(),
+        });
+    }
+    for done in &survey.early {
+        if let Some(o) = done.status.as_ref() {
+            view.blocked_agents.push(Blocker {
+                agent_id: o.agent_id,
+                reason: o.reason.as_str(),
+                message: o.message.clone(),
+            });
+        }
+    }
+    if filter.is_empty() {
+        view.orphans = survey
+            .plan
+            .strays
+            .iter()
+            .map(|s| {
+                let action = match s.action {
+                    StrayAction::Delete if !ctx.settings.dry_run => "delete",
+                    StrayAction::Delete | StrayAction::Wait { .. } => "wait",
+                    StrayAction::Keep => "keep",
+                };
+                serde_json::json!({
+                    "assistantId": s.assistant_id,
+                    "agentId": s.agent_id,
+                    "firstSeen": s.first_seen,
+                    "action": action,
+                })
+            })
+            .collect();
+    }
+    Ok(view)
+}
+
+/// The gate a preview runs under: it never writes.
+pub(super) fn no_writes() -> &'static (dyn Gate + Sync) {
+    &NoWrites
+}
