@@ -289,6 +289,14 @@ mod tests {
         documented.sort();
         documented.dedup();
         assert_eq!(documented, metrics.names());
+        // The list the alert rules and the dashboard are checked against (deploy/check).
+        let mut deployed: Vec<String> = include_str!("../deploy/metrics.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        deployed.sort();
+        assert_eq!(deployed, metrics.names());
     }
 
     #[test]

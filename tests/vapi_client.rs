@@ -202,12 +202,18 @@ async fn an_unreachable_vapi_is_a_transport_error() {
         .local_addr()
         .unwrap()
         .port();
-    let client = common::client(&format!("http://127.0.0.1:{port}"));
-    let err = client
-        .list_all(&ApiKey::new("k").unwrap())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, VapiError::Transport(_)), "{err:?}");
+    for scheme in ["http", "https"] {
+        let client = common::client(&format!("{scheme}://127.0.0.1:{port}"));
+        let err = client
+            .list_all(&ApiKey::new("k").unwrap())
+            .await
+            .unwrap_err();
+        // https must get as far as connecting: Vapi is only reachable over TLS.
+        assert!(
+            matches!(&err, VapiError::Transport(m) if m.contains("onnect")),
+            "{scheme}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]
