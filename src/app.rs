@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::AdminToken;
 use crate::config::{
     BreakerArgs, BreakerCommand, ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs,
     OrphanPolicyArg, PassArgs, PlanArgs, ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
@@ -288,9 +289,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         resync_interval,
         listen,
         migrate,
+        admin_token_file,
+        api_wait_timeout,
     } = args;
+    let token = admin_token(admin_token_file.as_deref())?;
     let (pool, controller, elector, metrics) =
         build(&args, migrate, resync_interval.into()).await?;
+    let controller = std::sync::Arc::new(controller);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -299,10 +304,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
     let state = HttpState {
-        pool,
+        pool: pool.clone(),
         loop_status: controller.subscribe(),
         platform_key: controller.platform_key().clone(),
         metrics,
+        api: Some(crate::api::Api {
+            controller: controller.clone(),
+            store: Store::new(pool.clone()),
+            token,
+            wait_timeout: api_wait_timeout.into(),
+        }),
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
     let activator = controller.activator();
@@ -315,6 +326,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     cancel.cancel();
     server.await.context("HTTP server task")??;
     Ok(())
+}
+
+/// The admin token for `/v1`: a file wins over `ADMIN_TOKEN`; logged only as a fingerprint.
+fn admin_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<AdminToken>> {
+    let raw = match file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "ADMIN_TOKEN_FILE / --admin-token-file: cannot read {}",
+                path.display()
+            )
+        })?),
+        None => std::env::var("ADMIN_TOKEN").ok(),
+    };
+    let token = raw.as_deref().and_then(AdminToken::new);
+    match &token {
+        Some(t) => tracing::info!(token = ?t, "the /v1 API is enabled"),
+        None => tracing::warn!(
+            "no admin token (ADMIN_TOKEN_FILE or ADMIN_TOKEN): the /v1 API refuses every request"
+        ),
+    }
+    Ok(token)
 }
 
 pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {

@@ -269,6 +269,13 @@ pub struct RunArgs {
     /// Apply unapplied migrations at start instead of refusing to start.
     #[arg(long, env = "MIGRATE")]
     pub migrate: bool,
+    /// File holding the admin token for the /v1 API (wins over the ADMIN_TOKEN environment
+    /// variable; without either, /v1 refuses every request).
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How long `POST /v1/reconcile?wait=true` waits for its pass.
+    #[arg(long, env = "API_WAIT_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub api_wait_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,14 +27,21 @@ pub struct HttpState {
     pub loop_status: watch::Receiver<LoopStatus>,
     pub platform_key: PlatformKey,
     pub metrics: Metrics,
+    /// The operator API under `/v1`, when this server offers it.
+    pub api: Option<crate::api::Api>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let api = state.api.clone();
+    let health = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match api {
+        Some(api) => health.merge(crate::api::router(api)),
+        None => health,
+    }
 }
 
 pub async fn serve(

@@ -1,4 +1,5 @@
 //! vapi-reconciler: keeps Vapi assistants equal to the desired agents stored in Postgres.
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod controller;

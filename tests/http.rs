@@ -33,6 +33,7 @@ async fn serve_with(
         loop_status,
         platform_key,
         metrics,
+        api: None,
     };
     tokio::spawn(http::serve(listener, state, cancel.clone()));
     (base, cancel)

@@ -67,6 +67,8 @@ pub struct LoopStatus {
     /// The fencing epoch while leading.
     pub epoch: Option<i64>,
     pub passes: u64,
+    /// Passes begun; a trigger's pass is the first to begin after it.
+    pub passes_started: u64,
     pub last_pass: Option<PassReport>,
     pub last_error: Option<String>,
     pub last_pass_finished_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -162,6 +164,7 @@ impl Controller {
         cancel: &CancellationToken,
     ) -> Result<PassReport, PassError> {
         let fence = lead.fence();
+        self.status.send_modify(|s| s.passes_started += 1);
         let platform = self.platform.current();
         // Read at every pass: a key set or changed with `org-key set` is used on the next one.
         let org_keys = match self.store.load_org_keys(self.keyring.as_ref()).await {

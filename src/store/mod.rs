@@ -369,6 +369,39 @@ impl Store {
         journal::trim(&self.pool, retention).await
     }
 
+    /// What a dashboard reads, as JSON rows: live and deleted agents, optionally one org or one
+    /// agent.
+    pub async fn agent_statuses(
+        &self,
+        org: Option<Uuid>,
+        agent: Option<Uuid>,
+    ) -> Result<Vec<Value>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "select to_jsonb(v) || jsonb_build_object('deleted', false)
+             from agent_sync_status v
+             where ($1::uuid is null or v.org_id = $1) and ($2::uuid is null or v.agent_id = $2)
+             union all
+             select to_jsonb(d) || jsonb_build_object('deleted', true)
+             from agent_deletion_status d
+             where ($1::uuid is null or d.org_id = $1) and ($2::uuid is null or d.agent_id = $2)",
+        )
+        .bind(org)
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Live agents by the state a dashboard shows.
+    pub async fn state_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("select state, count(*) from agent_sync_status group by state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// A confirmation, still valid, that covers this impact: its block id.
     pub async fn guard_confirmation(&self, impact: &Impact) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(

@@ -1,0 +1,376 @@
+//! The authenticated operator API under `/v1`: trigger a reconcile, read an agent's truth, see
+//! the plan and the controller's status, reset a breaker, confirm a blocked pass.
+//!
+//! Every route needs `Authorization: Bearer <admin token>`, compared in constant time; without a
+//! configured token the API refuses everything. Errors are JSON `{"error", "message"}` with the
+//! status the HTTP semantics call for (400, 401, 404, 409, 413, 504). A trigger only wakes the
+//! loop: the pass still looks at everything, and triggers during a pass coalesce into exactly one
+//! more pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::controller::{Controller, PlanFilter, Role};
+use crate::store::Store;
+
+/// Requests larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The admin token; `Debug` shows only its fingerprint.
+#[derive(Clone)]
+pub struct AdminToken(SecretString);
+
+impl AdminToken {
+    pub fn new(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        (!raw.is_empty()).then(|| Self(SecretString::from(raw.to_owned())))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        self.0
+            .expose_secret()
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AdminToken(fingerprint={})",
+            crate::credentials::fingerprint(self.0.expose_secret())
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub controller: Arc<Controller>,
+    pub store: Store,
+    pub token: Option<AdminToken>,
+    /// How long `POST /v1/reconcile?wait=true` waits for its pass.
+    pub wait_timeout: Duration,
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/reconcile", post(reconcile))
+        .route("/v1/agents/{id}", get(agent))
+        .route("/v1/plan", get(plan))
+        .route("/v1/status", get(status))
+        .route("/v1/breakers/{fingerprint}/reset", post(reset_breaker))
+        .route("/v1/guard/blocks/{id}/confirm", post(confirm_block))
+        .fallback(not_found_route)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": kind, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&api.token, presented) {
+        (None, _) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API is disabled: no admin token is configured (ADMIN_TOKEN_FILE or ADMIN_TOKEN)",
+        ),
+        (Some(_), None) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <admin token>",
+        ),
+        (Some(token), Some(p)) if token.matches(p) => next.run(request).await,
+        (Some(_), Some(_)) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin token is wrong",
+        ),
+    }
+}
+
+async fn not_found_route() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A JSON body, or a JSON error: 413 over the limit, 400 when it does not parse.
+fn body<T: serde::de::DeserializeOwned + Default>(
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<T, Box<Response>> {
+    let bytes = raw
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {BODY_LIMIT} bytes"),
+                )
+            } else {
+                error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+            }
+        })
+        .map_err(Box::new)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_json", e.to_string())))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReconcileBody {
+    org_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn reconcile(
+    State(api): State<Api>,
+    Query(q): Query<WaitQuery>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: ReconcileBody = match body(raw) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let mut loop_status = api.controller.subscribe();
+    let (role, started) = {
+        let s = loop_status.borrow();
+        (s.role, s.passes_started)
+    };
+    if role != Role::Leader {
+        return error(
+            StatusCode::CONFLICT,
+            "standby",
+            "this replica stands by; send the request to the leader (see GET /v1/status on any replica)",
+        );
+    }
+    let request_id = Uuid::new_v4();
+    api.controller.activator().activate();
+    tracing::info!(%request_id, org_id = ?request.org_id, agent_id = ?request.agent_id, wait = q.wait, "reconcile requested");
+    if !q.wait {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"requestId": request_id, "accepted": true})),
+        )
+            .into_response();
+    }
+    // The first pass to start after this request looks at the state as of now.
+    let target = started + 1;
+    let pass = match wait_for_pass(&mut loop_status, target, api.wait_timeout).await {
+        Some(pass) => pass,
+        None => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "no pass completed within {}; request {request_id} is still queued",
+                    humantime::format_duration(api.wait_timeout)
+                ),
+            );
+        }
+    };
+    match api
+        .store
+        .agent_statuses(request.org_id, request.agent_id)
+        .await
+    {
+        Ok(agents) => {
+            Json(json!({"requestId": request_id, "pass": pass, "agents": agents})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+    }
+}
+
+/// The report of pass number `target` (or a later one), once it has finished.
+async fn wait_for_pass(
+    loop_status: &mut tokio::sync::watch::Receiver<crate::controller::LoopStatus>,
+    target: u64,
+    bound: Duration,
+) -> Option<Option<crate::controller::PassReport>> {
+    let waiting = async {
+        loop {
+            {
+                let s = loop_status.borrow_and_update();
+                if s.passes >= target {
+                    return Some(s.last_pass.clone());
+                }
+            }
+            if loop_status.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(bound, waiting).await.ok().flatten()
+}
+
+async fn agent(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("agent id {id:?} is not a UUID"),
+        );
+    };
+    match api.store.agent_statuses(None, Some(id)).await {
+        Ok(mut rows) if !rows.is_empty() => Json(rows.swap_remove(0)).into_response(),
+        Ok(_) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no agent with id {id}"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PlanQuery {
+    org: Option<Uuid>,
+    agent: Option<Uuid>,
+}
+
+async fn plan(State(api): State<Api>, Query(q): Query<PlanQuery>) -> Response {
+    match api
+        .controller
+        .plan(&PlanFilter {
+            org: q.org,
+            agent: q.agent,
+        })
+        .await
+    {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let loop_status = api.controller.subscribe().borrow().clone();
+    let counts = api.store.state_counts().await;
+    let blocks = api.store.guard_blocks(5).await;
+    match (counts, blocks) {
+        (Ok(counts), Ok(blocks)) => {
+            let open: Vec<_> = blocks
+                .into_iter()
+                .filter(|b| b.confirmed_at.is_none())
+                .collect();
+            Json(json!({
+                "role": loop_status.role,
+                "epoch": loop_status.epoch,
+                "passes": loop_status.passes,
+                "lastPass": loop_status.last_pass,
+                "lastPassFinishedAt": loop_status.last_pass_finished_at,
+                "lastError": loop_status.last_error,
+                "agents": counts,
+                "platformKey": api.controller.platform_key().current(),
+                "credentials": loop_status.credentials,
+                "blocked": open,
+            }))
+            .into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string())
+        }
+    }
+}
+
+async fn reset_breaker(State(api): State<Api>, Path(fingerprint): Path<String>) -> Response {
+    match api.store.request_breaker_reset(&fingerprint).await {
+        Ok(true) => {
+            api.controller.activator().activate();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"fingerprint": fingerprint, "reset": "requested"})),
+            )
+                .into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key with fingerprint {fingerprint:?} is in use"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfirmBody {
+    /// humantime, default one hour.
+    valid_for: Option<String>,
+    by: Option<String>,
+}
+
+async fn confirm_block(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("block id {id:?} is not a number"),
+        );
+    };
+    let request: ConfirmBody = match body(raw) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let valid_for = match request.valid_for.as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(3600),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("validFor: {e}"),
+            );
+        }
+    };
+    let by = request.by.unwrap_or_else(|| "api".to_owned());
+    match api.store.confirm_guard_block(id, &by, valid_for).await {
+        Ok(Some(block)) => {
+            tracing::warn!(block_id = id, by = %by, "guard block confirmed over the API");
+            api.controller.activator().activate();
+            Json(block).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no guard block with id {id}"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+    }
+}
