@@ -371,7 +371,7 @@ def cmd_manifests(rendered: Path) -> int:
     )
     mounts = {m["mountPath"]: m for m in main.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    for var in ("VAPI_PRIVATE_KEY_FILE", "VAPI_RECONCILER_ENCRYPTION_KEYS_FILE"):
+    for var in ("VAPI_PRIVATE_KEY_FILE", "VAPI_RECONCILER_ENCRYPTION_KEYS_FILE", "ADMIN_TOKEN_FILE"):
         path = env.get(var, {}).get("value", "")
         p.check(path.startswith("/var/run/secrets/vapi-reconciler/"), f"container: {var} should be under /var/run/secrets/vapi-reconciler/")
         mount = mounts.get(str(Path(path).parent))
