@@ -316,6 +316,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    tokio::spawn(crate::controller::listen::listen(
+        pool.clone(),
+        controller.activator(),
+        cancel.clone(),
+    ));
     let activator = controller.activator();
     tokio::spawn(controller.platform_key().clone().watch(
         args.resilience.key_reload_interval.into(),

@@ -8,6 +8,7 @@
 mod activator;
 mod execute;
 mod lane;
+pub mod listen;
 mod outcome;
 mod pass;
 mod preview;

@@ -1,0 +1,69 @@
+//! Wakes the loop when the database says something changed (`LISTEN vapi_reconciler`): a saved
+//! agent, an org key, an operator's breaker reset or guard confirmation.
+//!
+//! Notifications sent while the connection is down are lost, so every (re)connect also wakes the
+//! loop: the pass it triggers reads the whole desired state, which is the catch-up — nothing
+//! narrower can be missed. The periodic resync stays as the backstop.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Activator;
+
+pub const CHANNEL: &str = "vapi_reconciler";
+
+/// Runs until `cancel`; never gives up on the database.
+pub async fn listen(pool: PgPool, activator: Activator, cancel: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            r = connected => match r {
+                Ok(l) => l,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot listen for changes; relying on the periodic resync until it works");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = cancel.cancelled() => return,
+                    }
+                }
+            },
+            () = cancel.cancelled() => return,
+        };
+        failing = false;
+        tracing::debug!("listening for changes");
+        // Whatever changed while not listening is caught up by one pass.
+        activator.activate();
+        loop {
+            let next = tokio::select! {
+                n = listener.try_recv() => n,
+                () = cancel.cancelled() => return,
+            };
+            match next {
+                Ok(Some(n)) => {
+                    tracing::debug!(table = n.payload(), "change notified");
+                    activator.activate();
+                }
+                // The connection dropped; try_recv reconnects on the next call. Catch up.
+                Ok(None) => {
+                    tracing::info!("listening connection lost; reconnected, catching up");
+                    activator.activate();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for changes failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
