@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::process::{command, eventually, signal, url_of};
-use common::{agent, controller_with, env, loop_config, org, settings, spec, status};
+use common::{agent, env, loop_config, org, settings, spec, status};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -226,14 +226,9 @@ async fn an_orgs_own_key_serves_that_org_only_and_a_wrong_one_hurts_no_one_else(
     let a_wrong = agent(&pool, wrong, "wrong", spec(2)).await;
     let a_shared = agent(&pool, shared, "shared", spec(3)).await;
 
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
-        loop_config(),
-        settings(),
-    )
-    .with_keyring(Some(keyring));
+    let controller = env
+        .controller_for(loop_config(), settings())
+        .with_keyring(Some(keyring));
     let report = controller
         .pass(&env.lead, &CancellationToken::new())
         .await
@@ -290,13 +285,7 @@ async fn a_minute_long_outage_opens_the_breaker_and_convergence_resumes_by_itsel
         open_max: Duration::from_secs(30),
     };
     let clock = config.lanes.clock.clone();
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
-        config,
-        settings(),
-    );
+    let controller = env.controller_for(config, settings());
     let org = org(&pool, "Harbor").await;
     let mut ids = Vec::new();
     for n in 0..20 {
@@ -349,13 +338,7 @@ async fn a_breaker_reset_from_the_command_line_reaches_the_leader(pool: PgPool) 
         open_base: Duration::from_secs(3600),
         open_max: Duration::from_secs(3600),
     };
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
-        config,
-        settings(),
-    );
+    let controller = env.controller_for(config, settings());
     let org = org(&pool, "Harbor").await;
     let id = agent(&pool, org, "front-desk", spec(1)).await;
     env.sim.inject(Fault {
@@ -416,13 +399,7 @@ async fn retry_after_is_honoured_and_a_rate_limit_is_not_hit_after_the_first_bur
     agent(&pool, org, "front-desk", spec(0)).await;
     let mut config = loop_config();
     config.lanes.retry_after_min = Duration::from_secs(1);
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
-        config,
-        settings(),
-    );
+    let controller = env.controller_for(config, settings());
     let cancel = CancellationToken::new();
     let started = std::time::Instant::now();
     let report = controller.pass(&env.lead, &cancel).await.unwrap();
@@ -459,10 +436,7 @@ async fn retry_after_is_honoured_and_a_rate_limit_is_not_hit_after_the_first_bur
         per_second: 20.0,
         burst: 5,
     };
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
+    let controller = env.controller_for(
         config,
         vapi_reconciler::controller::PassSettings {
             concurrency: 32,
@@ -504,13 +478,7 @@ async fn a_failing_agent_backs_off_alone_and_a_refused_spec_waits_for_a_change(p
         max: Duration::from_secs(3600),
         jitter: 0.0,
     };
-    let controller = controller_with(
-        &pool,
-        &env.vapi,
-        PlatformKey::fixed(env.key.clone()),
-        config,
-        settings(),
-    );
+    let controller = env.controller_for(config, settings());
     let cancel = CancellationToken::new();
     let org = org(&pool, "Harbor").await;
     let flaky = agent(&pool, org, "flaky", spec(1)).await;

@@ -189,6 +189,17 @@ impl TestEnv {
             .unwrap()
     }
 
+    /// A controller on this environment's database, simulator and key, configured otherwise.
+    pub fn controller_for(&self, config: LoopConfig, settings: PassSettings) -> Controller {
+        controller_with(
+            &self.pool,
+            &self.vapi,
+            PlatformKey::fixed(self.key.clone()),
+            config,
+            settings,
+        )
+    }
+
     /// The same environment with other pass settings.
     pub fn reconfigure(&mut self, settings: PassSettings) {
         self.controller = controller(&self.pool, &self.vapi, &self.key, settings);
