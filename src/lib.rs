@@ -1,4 +1,16 @@
 //! vapi-reconciler: keeps Vapi assistants equal to the desired agents stored in Postgres.
+//!
+//! ```text
+//!  store (Postgres) ──agents, status, intents──▶ controller ──▶ reconcile (PURE: plan, guard,
+//!        ▲   NOTIFY ──────────────wake──────────────▲   │           voice rules, validation,
+//!        │                                          │   │           three-way drift)
+//!        └──── status, journal (fenced by leader) ──┘   ▼
+//!                                          lanes per key (resilience: PURE breaker, buckets,
+//!                                          back-off) ──▶ vapi client ──▶ Vapi (or simulator)
+//!  http: /healthz /readyz /metrics + api: /v1  ── read the controller's state, never Vapi
+//! ```
+//! `app` is the only module that names concrete types and wires them. `reconcile` imports no
+//! I/O crate; `resilience` is pure but for its `Limiter` and `Clock`, which read tokio's clock.
 pub mod api;
 pub mod app;
 pub mod config;
