@@ -131,10 +131,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let looping = controller.run(&elector, cancel.clone());
     let watching = async {
         let mut shown = HashMap::new();
+        let mut printed = 0;
         while passes.changed().await.is_ok() {
-            let status = passes.borrow_and_update().clone();
-            print_table(&pool, status.passes, &mut shown).await?;
-            if status.passes == 1 {
+            // The status also changes when a pass starts or leadership moves: print once per pass.
+            let done = passes.borrow_and_update().passes;
+            if done == printed {
+                continue;
+            }
+            printed = done;
+            print_table(&pool, done, &mut shown).await?;
+            if done == 1 {
                 make_trouble(&pool, &sim).await?;
             }
         }
