@@ -308,7 +308,7 @@ async fn status(State(api): State<Api>) -> Response {
 async fn reset_breaker(State(api): State<Api>, Path(fingerprint): Path<String>) -> Response {
     match api.store.request_breaker_reset(&fingerprint).await {
         Ok(true) => {
-            api.controller.activator().activate();
+            api.controller.note_operator_request();
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"fingerprint": fingerprint, "reset": "requested"})),

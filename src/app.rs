@@ -316,11 +316,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
     };
     let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
-    tokio::spawn(crate::controller::listen::listen(
-        pool.clone(),
-        controller.activator(),
-        cancel.clone(),
-    ));
+    tokio::spawn({
+        let controller = controller.clone();
+        let (pool, activator, cancel) = (pool.clone(), controller.activator(), cancel.clone());
+        async move {
+            crate::controller::listen::listen(pool, activator, cancel, |table| {
+                controller.on_notified(table);
+            })
+            .await;
+        }
+    });
     let activator = controller.activator();
     tokio::spawn(controller.platform_key().clone().watch(
         args.resilience.key_reload_interval.into(),

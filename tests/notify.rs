@@ -51,6 +51,7 @@ async fn a_save_wakes_the_controller_and_a_lost_notification_is_caught_up(pool: 
         pool.clone(),
         controller.activator(),
         cancel.clone(),
+        |_| {},
     ));
     let mut status = controller.subscribe();
     tokio::time::timeout(

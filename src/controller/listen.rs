@@ -16,7 +16,13 @@ use super::Activator;
 pub const CHANNEL: &str = "vapi_reconciler";
 
 /// Runs until `cancel`; never gives up on the database.
-pub async fn listen(pool: PgPool, activator: Activator, cancel: CancellationToken) {
+/// `on_change` gets each notification's payload (the table that changed).
+pub async fn listen(
+    pool: PgPool,
+    activator: Activator,
+    cancel: CancellationToken,
+    on_change: impl Fn(&str),
+) {
     let mut failing = false;
     loop {
         let connected = async {
@@ -52,6 +58,7 @@ pub async fn listen(pool: PgPool, activator: Activator, cancel: CancellationToke
             match next {
                 Ok(Some(n)) => {
                     tracing::debug!(table = n.payload(), "change notified");
+                    on_change(n.payload());
                     activator.activate();
                 }
                 // The connection dropped; try_recv reconnects on the next call. Catch up.

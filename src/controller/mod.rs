@@ -85,6 +85,30 @@ impl Gate for Leadership {
     }
 }
 
+/// Unchanged key state is published again at least this often (and resets requested without a
+/// notification are applied within it).
+const HEALTH_REFRESH: Duration = Duration::from_secs(60);
+
+/// The parts of a key's state whose change is worth a write.
+#[derive(Debug, Clone, PartialEq)]
+struct HealthKey {
+    fingerprint: String,
+    breaker: crate::resilience::BreakerState,
+    failures: u32,
+    rejected_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl HealthKey {
+    fn of(l: &LaneStatus) -> Self {
+        Self {
+            fingerprint: l.fingerprint.clone(),
+            breaker: l.breaker,
+            failures: l.consecutive_failures,
+            rejected_at: l.rejected.as_ref().map(|r| r.at),
+        }
+    }
+}
+
 /// How often the journal's retention is applied.
 const JOURNAL_TRIM_EVERY: Duration = Duration::from_secs(3600);
 
@@ -100,6 +124,11 @@ pub struct Controller {
     /// Opens organizations' own keys; `None` when no encryption keys are configured.
     keyring: Option<Keyring>,
     metrics: Option<Metrics>,
+    /// What was last published to `credential_health`, and when: unchanged state is written
+    /// again only now and then, so a steady pass costs no write.
+    health_written: Mutex<Option<(Vec<HealthKey>, std::time::Instant)>>,
+    /// An operator asked for a breaker reset: publish (and read the request) on the next pass.
+    reset_requested: std::sync::atomic::AtomicBool,
     /// When each agent's current difference was first seen, for the oldest-drift age.
     drift_since: Mutex<HashMap<Uuid, std::time::Instant>>,
     last_trim: Mutex<Option<Instant>>,
@@ -127,6 +156,8 @@ impl Controller {
             keyring: None,
             metrics: None,
             drift_since: Mutex::new(HashMap::new()),
+            health_written: Mutex::new(None),
+            reset_requested: std::sync::atomic::AtomicBool::new(false),
             last_trim: Mutex::new(None),
             status: watch::Sender::new(LoopStatus::default()),
         }
@@ -191,7 +222,9 @@ impl Controller {
         let result = run_pass(&ctx).await;
         let credentials = self.lanes.statuses();
         self.export(result.as_ref().ok(), &credentials);
-        self.record_health(&fence, &credentials).await;
+        if self.health_due(&credentials) {
+            self.record_health(&fence, &credentials).await;
+        }
         self.status.send_modify(|s| {
             s.platform_key = Some(platform.clone());
             s.credentials = credentials;
@@ -317,6 +350,41 @@ impl Controller {
             cancel: &cancel,
         };
         preview::preview(&ctx, filter).await
+    }
+
+    /// A database notification arrived: the table that changed.
+    pub fn on_notified(&self, table: &str) {
+        if table == "credential_health" {
+            self.note_operator_request();
+        }
+    }
+
+    /// An operator changed something the next pass must read (a breaker reset request).
+    pub fn note_operator_request(&self) {
+        self.reset_requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.activator.activate();
+    }
+
+    /// Whether `credential_health` needs a write: the keys' state changed, an operator asked for
+    /// a reset, or the last write is older than [`HEALTH_REFRESH`].
+    fn health_due(&self, lanes: &[LaneStatus]) -> bool {
+        let keys: Vec<HealthKey> = lanes.iter().map(HealthKey::of).collect();
+        let requested = self
+            .reset_requested
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        let mut written = self
+            .health_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = requested
+            || written
+                .as_ref()
+                .is_none_or(|(k, at)| *k != keys || at.elapsed() >= HEALTH_REFRESH);
+        if due {
+            *written = Some((keys, std::time::Instant::now()));
+        }
+        due
     }
 
     /// Publishes every key's state and applies operators' breaker resets.
