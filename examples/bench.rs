@@ -79,6 +79,24 @@ struct Row {
 
 /// `sqlx::query` events seen (sqlx logs every executed statement there, at debug level).
 static QUERIES: AtomicU64 = AtomicU64::new(0);
+/// The statements' summaries, while recording (the steady pass lists them on stderr).
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SUMMARIES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Summary(Option<String>);
+
+impl tracing::field::Visit for Summary {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "summary" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
 
 struct CountQueries;
 
@@ -90,6 +108,14 @@ impl<S: tracing::Subscriber> Layer<S> for CountQueries {
     ) {
         if event.metadata().target() == "sqlx::query" {
             QUERIES.fetch_add(1, Ordering::Relaxed);
+            if RECORDING.load(Ordering::Relaxed) {
+                let mut summary = Summary(None);
+                event.record(&mut summary);
+                SUMMARIES
+                    .lock()
+                    .unwrap()
+                    .push(summary.0.unwrap_or_default());
+            }
         }
     }
 }
@@ -102,7 +128,7 @@ fn install_tracing() {
         .with_writer(std::io::stderr)
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error")),
         );
     tracing_subscriber::registry()
         .with(counter)
@@ -508,6 +534,7 @@ async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
     let rss_before = status_kb("VmRSS:");
     let hwm_reset = reset_peak_rss();
     let q0 = QUERIES.load(Ordering::Relaxed);
+    RECORDING.store(true, Ordering::Relaxed);
     let cpu0 = cpu_seconds("/proc/self/stat");
     let sim_cpu0 = env.sim.cpu();
     let t0 = Instant::now();
@@ -516,6 +543,10 @@ async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
     let cpu = cpu_seconds("/proc/self/stat") - cpu0;
     let sim_cpu = env.sim.cpu() - sim_cpu0;
     let queries = QUERIES.load(Ordering::Relaxed) - q0;
+    RECORDING.store(false, Ordering::Relaxed);
+    for (i, q) in SUMMARIES.lock().unwrap().iter().enumerate() {
+        eprintln!("steady pass query {}: {q}", i + 1);
+    }
     let hwm = status_kb("VmHWM:");
     let counters = env.sim.sim.counters();
     let total: u64 = counters.requests.iter().map(|r| r.count).sum();
