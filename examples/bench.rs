@@ -628,6 +628,7 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
         env.pool.clone(),
         controller.activator(),
         cancel.clone(),
+        |_| {},
     ));
 
     // Wait for the first pass to create everything, then for the loop to go quiet.
