@@ -497,7 +497,6 @@ pub fn decide(
             return decision;
         }
     };
-    decision.desired = Some(body.clone());
     let by_operation = agent.intent.as_ref().and_then(|i| {
         marked
             .iter()
@@ -517,7 +516,7 @@ pub fn decide(
         (Some((assistant, adopted)), _, _) => {
             // What was applied is about the recorded assistant only; an adopted one starts over.
             let applied = agent.last_applied.as_ref().filter(|_| !adopted);
-            compare(body, assistant, adopted, applied)
+            compare(&body, assistant, adopted, applied)
         }
         (None, _, Some(i)) => Action::AwaitCreate {
             operation_id: i.operation_id,
@@ -525,10 +524,12 @@ pub fn decide(
         },
         (None, Some(previous), None) => Action::Recreate {
             previous_id: previous.clone(),
-            body,
+            body: body.clone(),
         },
-        (None, None, None) => Action::Create { body },
+        (None, None, None) => Action::Create { body: body.clone() },
     };
+    // Only creates copy the body: an agent in sync (the common case) costs no deep clone.
+    decision.desired = Some(body);
     decision
 }
 
@@ -537,42 +538,50 @@ pub fn decide(
 /// a key applied last but no longer desired is cleared with `null` (Vapi stores null as
 /// "intentionally cleared"). Keys nobody manages are never looked at.
 fn compare(
-    mut body: Map<String, Value>,
+    body: &Map<String, Value>,
     assistant: &ActualAssistant,
     adopted: bool,
     last_applied: Option<&Map<String, Value>>,
 ) -> Action {
     // The operation id is part of the marker but not of the desired state: keep what is there.
-    if let (Some(Value::Object(desired)), Some(op)) = (
-        body.get_mut("metadata"),
+    let metadata = match (
+        body.get("metadata"),
         assistant
             .body
             .get("metadata")
             .and_then(|m| m.get("operationId")),
     ) {
-        desired.insert("operationId".to_owned(), op.clone());
-    }
+        (Some(Value::Object(desired)), Some(op)) => {
+            let mut with_op = desired.clone();
+            with_op.insert("operationId".to_owned(), op.clone());
+            Some(Value::Object(with_op))
+        }
+        _ => None,
+    };
     let mut drift = Vec::new();
     let mut patch = Map::new();
-    let desired_keys: HashSet<String> = body.keys().cloned().collect();
     for (key, desired) in body {
+        let desired = match (&metadata, key.as_str()) {
+            (Some(m), "metadata") => m,
+            _ => desired,
+        };
         let mut paths = Vec::new();
-        json::diff_paths(&desired, assistant.body.get(&key), &key, &mut paths);
+        json::diff_paths(desired, assistant.body.get(key), key, &mut paths);
         if paths.is_empty() {
             continue;
         }
         // Per top-level key: the spec moved away from what was applied, or Vapi did.
-        let kind = match last_applied.map(|l| l.get(&key).unwrap_or(&Value::Null)) {
-            Some(applied) if json::json_eq(applied, &desired) => DriftKind::Actual,
+        let kind = match last_applied.map(|l| l.get(key).unwrap_or(&Value::Null)) {
+            Some(applied) if json::json_eq(applied, desired) => DriftKind::Actual,
             _ => DriftKind::Desired,
         };
         drift.extend(paths.into_iter().map(|path| Drift { path, kind }));
-        patch.insert(key, desired);
+        patch.insert(key.clone(), desired.clone());
     }
     for key in last_applied.iter().flat_map(|l| l.keys()) {
         let owned = key == "name" || key == "metadata";
         let cleared = assistant.body.get(key).is_none_or(Value::is_null);
-        if !owned && !desired_keys.contains(key) && !cleared {
+        if !owned && !body.contains_key(key) && !cleared {
             // Removed from the spec: clear it rather than leave the old value behind.
             drift.push(Drift {
                 path: key.clone(),
