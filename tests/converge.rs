@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vapi_reconciler::reconcile::json::json_eq;
-use vapi_reconciler::simulator::{Fault, FaultMode};
+use vapi_reconciler::simulator::FaultMode;
 
 #[sqlx::test]
 async fn fifty_agents_across_three_orgs_converge(pool: PgPool) {
@@ -205,14 +205,13 @@ async fn agents_vapi_rejects_fail_alone_with_vapis_message(pool: PgPool) {
     let env = env(pool.clone()).await;
     let org = org(&pool, "Northside Dental").await;
     // The first POST is refused (what Vapi answers to a spec no client-side check catches).
-    env.sim.inject(Fault {
-        method: Some("POST".into()),
-        route: Some("/assistant".into()),
-        mode: FaultMode::Respond,
-        status: Some(400),
-        retry_after: None,
-        count: Some(1),
-    });
+    env.sim.inject(common::fault(
+        Some("POST"),
+        Some("/assistant"),
+        FaultMode::Respond,
+        Some(400),
+        Some(1),
+    ));
     let mut agents = Vec::new();
     for n in 0..6 {
         agents.push(agent(&pool, org, &format!("agent-{n}"), spec(n)).await);
@@ -272,14 +271,13 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_duplicated(pool: PgPool) 
     let env = env(pool.clone()).await;
     let org = org(&pool, "Harbor").await;
     let id = agent(&pool, org, "front-desk", spec(1)).await;
-    env.sim.inject(Fault {
-        method: Some("POST".into()),
-        route: Some("/assistant".into()),
-        mode: FaultMode::CommitThenFail,
-        status: Some(502),
-        retry_after: None,
-        count: Some(1),
-    });
+    env.sim.inject(common::fault(
+        Some("POST"),
+        Some("/assistant"),
+        FaultMode::CommitThenFail,
+        Some(502),
+        Some(1),
+    ));
     let report = env.pass().await;
     assert_eq!((report.awaiting_create, report.failed), (1, 0));
     let s = status(&pool, id).await;

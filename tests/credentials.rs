@@ -291,14 +291,13 @@ async fn a_minute_long_outage_opens_the_breaker_and_convergence_resumes_by_itsel
     for n in 0..20 {
         ids.push(agent(&pool, org, &format!("agent-{n}"), spec(n)).await);
     }
-    env.sim.inject(Fault {
-        method: None,
-        route: None,
-        mode: FaultMode::Respond,
-        status: Some(503),
-        retry_after: None,
-        count: None,
-    });
+    env.sim.inject(common::fault(
+        None,
+        None,
+        FaultMode::Respond,
+        Some(503),
+        None,
+    ));
     // 60 s of outage on the controller's clock, a pass every 5 s.
     let cancel = CancellationToken::new();
     for _ in 0..12 {
@@ -357,14 +356,13 @@ async fn a_breaker_reset_from_the_command_line_reaches_the_leader(pool: PgPool) 
     ));
     let org = org(&pool, "Harbor").await;
     let id = agent(&pool, org, "front-desk", spec(1)).await;
-    sim.inject(Fault {
-        method: Some("GET".into()),
-        route: Some("/assistant".into()),
-        mode: FaultMode::Respond,
-        status: Some(503),
-        retry_after: None,
-        count: Some(1),
-    });
+    sim.inject(common::fault(
+        Some("GET"),
+        Some("/assistant"),
+        FaultMode::Respond,
+        Some(503),
+        Some(1),
+    ));
     // `run` as deployed: the loop (5-minute resync) and the listener.
     let cancel = CancellationToken::new();
     let elector = vapi_reconciler::leader::Elector::new(
@@ -536,26 +534,24 @@ async fn a_failing_agent_backs_off_alone_and_a_refused_spec_waits_for_a_change(p
     controller.pass(&env.lead, &cancel).await.unwrap();
     // Vapi refuses the new agent's spec (a 400): terminal until the agent changes.
     let refused = agent(&pool, org, "refused", spec(2)).await;
-    env.sim.inject(Fault {
-        method: Some("POST".into()),
-        route: Some("/assistant".into()),
-        mode: FaultMode::Respond,
-        status: Some(400),
-        retry_after: None,
-        count: Some(1),
-    });
+    env.sim.inject(common::fault(
+        Some("POST"),
+        Some("/assistant"),
+        FaultMode::Respond,
+        Some(400),
+        Some(1),
+    ));
     // The flaky agent's assistant drifts, and patching it fails three times (all retries).
     let a = status(&pool, flaky).await.assistant_id.unwrap();
     env.sim
         .edit_out_of_band(&a, serde_json::json!({"firstMessage": "edited"}));
-    env.sim.inject(Fault {
-        method: Some("PATCH".into()),
-        route: Some("/assistant/{id}".into()),
-        mode: FaultMode::Respond,
-        status: Some(503),
-        retry_after: None,
-        count: Some(3),
-    });
+    env.sim.inject(common::fault(
+        Some("PATCH"),
+        Some("/assistant/{id}"),
+        FaultMode::Respond,
+        Some(503),
+        Some(3),
+    ));
     let report = controller.pass(&env.lead, &cancel).await.unwrap();
     assert_eq!(report.failed, 2);
     assert_eq!(status(&pool, refused).await.reason, "VapiRejected");

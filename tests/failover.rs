@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 use vapi_reconciler::reconcile::MANAGED_BY;
-use vapi_reconciler::simulator::{Fault, FaultMode, Simulator};
+use vapi_reconciler::simulator::{FaultMode, Simulator};
 
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -41,14 +41,13 @@ async fn a_controller_killed_between_post_and_status_write_adopts_on_restart(poo
     let key = Uuid::new_v4().to_string();
     sim.add_key(&key, "org-1");
     // Vapi stores the assistant and the answer never comes back.
-    sim.inject(Fault {
-        method: Some("POST".into()),
-        route: Some("/assistant".into()),
-        mode: FaultMode::CommitThenHang,
-        status: None,
-        retry_after: None,
-        count: Some(1),
-    });
+    sim.inject(common::fault(
+        Some("POST"),
+        Some("/assistant"),
+        FaultMode::CommitThenHang,
+        None,
+        Some(1),
+    ));
     let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let org = common::org(&pool, "Harbor").await;
     let agent = common::agent(&pool, org, "front-desk", common::spec(1)).await;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use vapi_reconciler::controller::LoopStatus;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::http::{self, HttpState};
-use vapi_reconciler::simulator::{Fault, FaultMode};
+use vapi_reconciler::simulator::FaultMode;
 
 async fn serve(
     pool: PgPool,
@@ -54,14 +54,13 @@ async fn ready_with_a_migrated_database_and_live_regardless_of_vapi(pool: PgPool
     assert_eq!((status, body["passes"].as_u64()), (200, Some(0)));
 
     // Vapi down does not make the controller unhealthy: a restart would not fix it.
-    env.sim.inject(Fault {
-        method: None,
-        route: None,
-        mode: FaultMode::Respond,
-        status: Some(503),
-        retry_after: None,
-        count: None,
-    });
+    env.sim.inject(common::fault(
+        None,
+        None,
+        FaultMode::Respond,
+        Some(503),
+        None,
+    ));
     env.pass().await;
     let (status, body) = get(format!("{base}/healthz")).await;
     assert_eq!((status, body["passes"].as_u64()), (200, Some(1)));

@@ -285,3 +285,21 @@ pub async fn generation(pool: &PgPool, agent: Uuid) -> i64 {
         .await
         .unwrap()
 }
+
+/// A fault rule for `count` matching requests (every one when `None`), without `Retry-After`.
+pub fn fault(
+    method: Option<&str>,
+    route: Option<&str>,
+    mode: vapi_reconciler::simulator::FaultMode,
+    status: Option<u16>,
+    count: Option<u32>,
+) -> vapi_reconciler::simulator::Fault {
+    vapi_reconciler::simulator::Fault {
+        method: method.map(str::to_owned),
+        route: route.map(str::to_owned),
+        mode,
+        status,
+        retry_after: None,
+        count,
+    }
+}
