@@ -5,8 +5,14 @@
 //! (on its own thread and runtime, so its CPU time can be told apart from the controller's) and
 //! wires the controller exactly as `tests/common` does. Prints a Markdown table.
 //!
-//! Scenarios: `cold`, `ratelimited`, `steady`, `reaction`, `all` (= the four). See
+//! Scenarios: `cold`, `ratelimited`, `steady`, `reaction`, `failover`, `all` (= the five). See
 //! docs/benchmarks.md for what each measures and the latest results.
+//!
+//! `failover` runs two real `vapi-reconciler run` processes (the binary of the same profile,
+//! next to this example in the target directory; under `cargo run` the harness first runs
+//! `cargo build --bin vapi-reconciler` with the same profile and target directory, so it is never
+//! stale; `--binary` names another one) against the in-process simulator, and SIGKILLs the
+//! leader, round after round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::str::FromStr;
@@ -26,6 +32,7 @@ use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassSettin
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::guard::GuardSettings;
+use vapi_reconciler::reconcile::shard::shard_of;
 use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
 use vapi_reconciler::simulator::{RateLimit, Simulator};
@@ -35,13 +42,14 @@ use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmarks the controller against the in-process Vapi simulator")]
 struct Args {
-    /// cold | ratelimited | steady | reaction | all
+    /// cold | ratelimited | steady | reaction | failover | all
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, reaction 100).
+    /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, reaction 100,
+    /// failover 100).
     #[arg(long)]
     agents: Option<usize>,
-    /// Simulator latency per request, ms (cold, ratelimited, reaction).
+    /// Simulator latency per request, ms (cold, ratelimited, reaction, failover).
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
     /// Pass concurrency (in-flight Vapi writes).
@@ -56,6 +64,31 @@ struct Args {
     /// Single edits measured (reaction).
     #[arg(long, default_value_t = 200)]
     edits: usize,
+    /// Leader kills measured (failover).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// `--leader-lease` of the `run` processes (failover; the binary's default).
+    #[arg(long, default_value = "3s")]
+    lease: humantime::Duration,
+    /// `--leader-renew-interval` of the `run` processes (failover; the binary's default).
+    #[arg(long, default_value = "1s")]
+    renew: humantime::Duration,
+    /// `--leader-poll-interval` of the `run` processes (failover; the binary's default).
+    #[arg(long, default_value = "500ms")]
+    poll: humantime::Duration,
+    /// `--shards` of the `run` processes (failover). Above 1, both replicas own shards; the
+    /// agents are spread over 4 organizations per shard, a replica is killed and an agent of one
+    /// of its shards edited, and "leads" is the survivor writing for every shard.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// One more argument for every `run` process (failover; repeatable, in order), e.g.
+    /// `--extra-arg=--vapi-write-rate=100`.
+    #[arg(long = "extra-arg", allow_hyphen_values = true)]
+    extra_args: Vec<String>,
+    /// The `vapi-reconciler` binary the failover scenario runs (default: built by the harness,
+    /// next to this example).
+    #[arg(long)]
+    binary: Option<std::path::PathBuf>,
     /// Postgres server; the harness creates and drops its own database on it.
     #[arg(
         long,
@@ -235,9 +268,13 @@ impl SimThread {
 struct Env {
     server: PgConnectOptions,
     db_name: String,
+    /// The database's URL, for processes of their own.
+    url: String,
     options: PgConnectOptions,
     pool: PgPool,
     sim: SimThread,
+    /// The simulator key as Vapi would hand it out (for processes of their own).
+    raw_key: String,
     key: ApiKey,
     vapi: VapiClient,
     org: Uuid,
@@ -320,6 +357,8 @@ impl Env {
             .execute(format!("create database {db_name}").as_str())
             .await?;
         admin.close().await?;
+        let mut db_url = reqwest::Url::parse(url)?;
+        db_url.set_path(&db_name);
         // Statement logging stays on (the default): that is how queries are counted.
         let options = PgConnectOptions::from_str(url)?.database(&db_name);
         let pool = PgPoolOptions::new()
@@ -348,9 +387,11 @@ impl Env {
         Ok(Self {
             server,
             db_name,
+            url: db_url.to_string(),
             options,
             pool,
             sim,
+            raw_key,
             key,
             vapi,
             org,
@@ -376,6 +417,28 @@ impl Env {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Changes an agent's `spec.firstMessage` (the database's trigger bumps `generation`).
+    async fn edit_first_message(&self, agent: Uuid, message: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "update agents set spec = jsonb_set(spec, '{firstMessage}', to_jsonb($2::text)) where id = $1",
+        )
+        .bind(agent)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Agents synced with an assistant.
+    async fn synced(&self) -> anyhow::Result<usize> {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from agent_sync_status where state = 'synced' and assistant_id is not null",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(n)?)
     }
 
     fn controller(&self, config: LoopConfig, concurrency: usize) -> Controller {
@@ -617,7 +680,8 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
         args.concurrency,
     ));
     let cancel = CancellationToken::new();
-    let elector = env.elector();
+    let elector =
+        vapi_reconciler::sharding::ShardElector::new(env.options.clone(), leader_config(), 1);
     let mut status = controller.subscribe();
     let run = tokio::spawn({
         let controller = controller.clone();
@@ -634,12 +698,8 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
     // Wait for the first pass to create everything, then for the loop to go quiet.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let synced: i64 = sqlx::query_scalar(
-            "select count(*) from agent_sync_status where state = 'synced' and assistant_id is not null",
-        )
-        .fetch_one(&env.pool)
-        .await?;
-        if synced as usize == n {
+        let synced = env.synced().await?;
+        if synced == n {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "initial sync did not finish");
@@ -658,13 +718,7 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
     for i in 0..args.edits {
         let (agent, assistant) = &ids[i % ids.len()];
         let message = format!("Edit {i} at {}.", Uuid::new_v4().simple());
-        sqlx::query(
-            "update agents set spec = jsonb_set(spec, '{firstMessage}', to_jsonb($2::text)) where id = $1",
-        )
-        .bind(agent)
-        .bind(&message)
-        .execute(&env.pool)
-        .await?;
+        env.edit_first_message(*agent, &message).await?;
         let t0 = Instant::now();
         let done = loop {
             if env
@@ -737,6 +791,614 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
+// ---------------------------------------------------------------------------------------------
+// Failover: real `vapi-reconciler run` processes
+
+/// The `vapi-reconciler` binary for the failover scenario: `--binary`, else the one of this
+/// example's profile. Under `cargo run` (which sets `CARGO`) it is built first with the same
+/// profile and target directory (a no-op when it is up to date), so it is never older than the
+/// sources; run directly, it must exist already (`cargo build --release` first).
+fn reconciler_binary(args: &Args) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(bin) = &args.binary {
+        anyhow::ensure!(bin.is_file(), "--binary {}: no such file", bin.display());
+        return Ok(bin.clone());
+    }
+    let exe = std::env::current_exe()?;
+    // <target>/<profile>/examples/bench
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("cannot tell the profile directory of {}", exe.display()))?;
+    let bin = profile_dir.join("vapi-reconciler");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("release");
+        let target_dir = profile_dir.parent().unwrap_or(profile_dir);
+        let mut build = std::process::Command::new(cargo);
+        // What `cargo run` set for this example is not the caller's environment: a build script
+        // that watches one of these (ring's watches CARGO_MANIFEST_DIR) would otherwise rebuild
+        // half the dependency tree here and again at the caller's next `cargo build`.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    &*name,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
+        build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", target_dir)
+            .args(["build", "--quiet", "--bin", "vapi-reconciler"]);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        eprintln!("failover: building the vapi-reconciler binary ({profile}) ...");
+        let status = build.status()?;
+        anyhow::ensure!(
+            status.success(),
+            "building vapi-reconciler failed: {status}"
+        );
+    }
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --bin vapi-reconciler` first, run the \
+         harness with `cargo run --release --example bench`, or pass --binary",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// How every `run` process of the failover scenario is started.
+struct Launch {
+    bin: std::path::PathBuf,
+    url: String,
+    base_url: String,
+    key: String,
+    /// After `run --listen … --holder …`: the leader timings and `--extra-arg`s.
+    args: Vec<String>,
+    log_dir: std::path::PathBuf,
+}
+
+/// One `vapi-reconciler run` process; killed (SIGKILL) when dropped.
+struct Replica {
+    holder: String,
+    addr: std::net::SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl Launch {
+    fn log_path(&self, holder: &str) -> std::path::PathBuf {
+        self.log_dir.join(format!("{holder}.log"))
+    }
+
+    fn spawn(&self, holder: &str) -> anyhow::Result<Replica> {
+        // A free port, released just before the process binds it.
+        let addr = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(holder))?;
+        let child = tokio::process::Command::new(&self.bin)
+            .arg("run")
+            .args(["--listen", &addr.to_string(), "--holder", holder])
+            .args(&self.args)
+            .env("DATABASE_URL", &self.url)
+            .env("VAPI_BASE_URL", &self.base_url)
+            .env("VAPI_PRIVATE_KEY", &self.key)
+            .env_remove("VAPI_PRIVATE_KEY_FILE")
+            .env_remove("RUST_LOG")
+            .env_remove("LOG_FORMAT")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Replica {
+            holder: holder.to_owned(),
+            addr,
+            child,
+        })
+    }
+}
+
+impl Replica {
+    /// SIGKILL, then reap.
+    async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// The `role` a replica's `/readyz` reports, `None` while it does not answer "ready".
+async fn role(http: &reqwest::Client, addr: std::net::SocketAddr) -> Option<String> {
+    let response = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = response.json().await.ok()?;
+    body["role"].as_str().map(str::to_owned)
+}
+
+/// Polls `/readyz` of `addr` every 5 ms until it reports `want`; the time since `since`.
+async fn until_role(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    want: &str,
+    since: Instant,
+    bound: Duration,
+) -> Option<Duration> {
+    loop {
+        if role(http, addr).await.as_deref() == Some(want) {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > bound {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Exactly one replica leads and the others stand by: the leader's index.
+async fn find_leader(http: &reqwest::Client, replicas: &[Replica]) -> anyhow::Result<usize> {
+    let t0 = Instant::now();
+    loop {
+        let mut roles = Vec::with_capacity(replicas.len());
+        for r in replicas {
+            roles.push(role(http, r.addr).await);
+        }
+        let leaders: Vec<usize> = (0..roles.len())
+            .filter(|&i| roles[i].as_deref() == Some("leader"))
+            .collect();
+        let standbys = roles
+            .iter()
+            .filter(|r| r.as_deref() == Some("standby"))
+            .count();
+        if leaders.len() == 1 && standbys + 1 == replicas.len() {
+            return Ok(leaders[0]);
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no single leader within 60 s: roles {roles:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The shards `addr` writes for, per its `/readyz`.
+async fn shards_writing(http: &reqwest::Client, addr: std::net::SocketAddr) -> Option<Vec<u32>> {
+    let body: serde_json::Value = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        body["shards"]
+            .as_array()?
+            .iter()
+            .filter(|l| l["writing"] == true)
+            .filter_map(|l| l["shard"].as_u64().and_then(|s| u32::try_from(s).ok()))
+            .collect(),
+    )
+}
+
+/// Waits until every replica writes for its share of the shards, and all are owned.
+async fn until_balanced(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+    shards: u32,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let share = shards.div_ceil(u32::try_from(replicas.len())?) as usize;
+    loop {
+        let mut held = Vec::new();
+        for r in replicas {
+            held.push(shards_writing(http, r.addr).await.unwrap_or_default());
+        }
+        let total: usize = held.iter().map(Vec::len).sum();
+        if total == shards as usize && held.iter().all(|h| h.len() <= share && !h.is_empty()) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "shards not balanced within 60 s: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `/readyz` of `addr` every 5 ms until it writes for every shard; the time since `since`.
+async fn until_all_shards(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    shards: u32,
+    since: Instant,
+    bound: Duration,
+) -> Option<Duration> {
+    loop {
+        if shards_writing(http, addr).await.map(|s| s.len()) == Some(shards as usize) {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > bound {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One measured leader kill.
+struct Round {
+    /// SIGKILL → the survivor's /readyz says leader.
+    leads: Duration,
+    /// SIGKILL → the edit is in the simulator.
+    visible: Duration,
+    /// SIGKILL → the survivor's lock (its `leader_lease.acquired_at`, same host clock).
+    lock: Duration,
+    /// SIGKILL → the UPDATE committed.
+    commit: Duration,
+}
+
+async fn failover(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let n = args.agents.unwrap_or(100);
+    anyhow::ensure!(
+        n > 0 && args.rounds > 0,
+        "failover needs --agents and --rounds above 0"
+    );
+    let bin = reconciler_binary(args)?;
+    let log_dir =
+        std::env::temp_dir().join(format!("vr_bench_failover_{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&log_dir)?;
+    let env = Env::new(&args.database_url).await?;
+    let mut launch_args = vec![
+        "--leader-lease".to_owned(),
+        args.lease.to_string(),
+        "--leader-renew-interval".to_owned(),
+        args.renew.to_string(),
+        "--leader-poll-interval".to_owned(),
+        args.poll.to_string(),
+        "--shards".to_owned(),
+        args.shards.to_string(),
+    ];
+    launch_args.extend(args.extra_args.iter().cloned());
+    let launch = Launch {
+        bin,
+        url: env.url.clone(),
+        base_url: env.sim.base_url.clone(),
+        key: env.raw_key.clone(),
+        args: launch_args,
+        log_dir: log_dir.clone(),
+    };
+    let mut replicas = Vec::new();
+    let outcome = tokio::select! {
+        outcome = failover_rounds(args, n, &env, &launch, &mut replicas) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // No process outlives the scenario, whatever happened.
+    for r in &mut replicas {
+        r.kill().await;
+    }
+    drop(replicas);
+    env.drop().await?;
+    match outcome {
+        Ok(rows) => {
+            let _ = std::fs::remove_dir_all(&log_dir);
+            Ok(rows)
+        }
+        Err(e) => Err(e.context(format!("the processes' logs are in {}", log_dir.display()))),
+    }
+}
+
+async fn failover_rounds(
+    args: &Args,
+    n: usize,
+    env: &Env,
+    launch: &Launch,
+    replicas: &mut Vec<Replica>,
+) -> anyhow::Result<Vec<Row>> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let bound = Duration::from_secs(30);
+    env.insert_agents(n).await?;
+    if args.shards > 1 {
+        // Organizations in every shard: the agents are spread over 4 per shard.
+        let orgs: Vec<Uuid> = sqlx::query_scalar(
+            "insert into organizations (id, name)
+             select gen_random_uuid(), 'bench org ' || g from generate_series(1, $1::int) g
+             returning id",
+        )
+        .bind(i32::try_from(4 * args.shards)?)
+        .fetch_all(&env.pool)
+        .await?;
+        sqlx::query(
+            "with numbered as (select id, row_number() over (order by id) as r from agents)
+             update agents a set org_id = ($1::uuid[])[1 + (n.r % cardinality($1::uuid[]))]
+             from numbered n where a.id = n.id",
+        )
+        .bind(&orgs)
+        .execute(&env.pool)
+        .await?;
+    }
+    env.sim.sim.set_latency(latency);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    for holder in ["bench-a", "bench-b"] {
+        replicas.push(launch.spawn(holder)?);
+    }
+
+    // Converged first: every agent synced by whichever replica leads.
+    let t_setup = Instant::now();
+    loop {
+        let synced = env.synced().await?;
+        if synced == n {
+            break;
+        }
+        for r in replicas.iter_mut() {
+            if let Some(status) = r.child.try_wait()? {
+                anyhow::bail!("{} exited during the initial sync: {status}", r.holder);
+            }
+        }
+        anyhow::ensure!(
+            t_setup.elapsed() < Duration::from_secs(600),
+            "initial sync did not finish: {synced} of {n} synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let setup = t_setup.elapsed();
+    let ids: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
+        "select s.agent_id, s.assistant_id, a.org_id from agent_status s
+         join agents a on a.id = s.agent_id order by s.agent_id",
+    )
+    .fetch_all(&env.pool)
+    .await?;
+    let sharded = args.shards > 1;
+
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds {
+        // One shard: the leader dies. Several: each replica in turn, once both own shards.
+        let victim = if sharded {
+            until_balanced(&http, replicas, args.shards).await?;
+            round % replicas.len()
+        } else {
+            find_leader(&http, replicas).await?
+        };
+        let survivor = 1 - victim;
+        // Let the standby's poll loop run for a while: its phase against the kill is arbitrary.
+        let settle = 1000 + rand::random_range(0..500);
+        tokio::time::sleep(Duration::from_millis(settle)).await;
+        let victim_shards = if sharded {
+            until_balanced(&http, replicas, args.shards).await?;
+            shards_writing(&http, replicas[victim].addr)
+                .await
+                .unwrap_or_default()
+        } else {
+            anyhow::ensure!(
+                find_leader(&http, replicas).await? == victim,
+                "the leader changed while settling"
+            );
+            vec![0]
+        };
+        let candidates: Vec<&(Uuid, String, Uuid)> = ids
+            .iter()
+            .filter(|(_, _, org)| victim_shards.contains(&shard_of(*org, args.shards)))
+            .collect();
+        anyhow::ensure!(!candidates.is_empty(), "no agent in the victim's shards");
+        let (agent, assistant, org) = candidates[round % candidates.len()];
+        let lease = if sharded {
+            format!("vapi-reconciler/shard-{}", shard_of(*org, args.shards))
+        } else {
+            "vapi-reconciler".to_owned()
+        };
+        let message = format!("Failover {round} at {}.", Uuid::new_v4().simple());
+        let killed_at = chrono::Utc::now();
+        let t0 = Instant::now();
+        replicas[victim].child.start_kill()?;
+        env.edit_first_message(*agent, &message).await?;
+        let commit = t0.elapsed();
+        let leads = tokio::spawn({
+            let http = http.clone();
+            let addr = replicas[survivor].addr;
+            let shards = args.shards;
+            async move {
+                if shards > 1 {
+                    until_all_shards(&http, addr, shards, t0, bound).await
+                } else {
+                    until_role(&http, addr, "leader", t0, bound).await
+                }
+            }
+        });
+        let visible = loop {
+            if env
+                .sim
+                .sim
+                .assistant(assistant)
+                .is_some_and(|a| a["firstMessage"] == message.as_str())
+            {
+                break Some(t0.elapsed());
+            }
+            if t0.elapsed() > bound {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let leads = leads.await?;
+        let (Some(visible), Some(leads)) = (visible, leads) else {
+            anyhow::bail!(
+                "round {}: after {bound:?} the survivor {} leads: {}, the edit is in Vapi: {}",
+                round + 1,
+                replicas[survivor].holder,
+                leads.is_some(),
+                visible.is_some()
+            );
+        };
+        let (holder, acquired_at): (String, chrono::DateTime<chrono::Utc>) =
+            sqlx::query_as("select holder, acquired_at from leader_lease where name = $1")
+                .bind(&lease)
+                .fetch_one(&env.pool)
+                .await?;
+        anyhow::ensure!(
+            holder == replicas[survivor].holder,
+            "round {}: the lease {lease} names {holder}, not the survivor {}",
+            round + 1,
+            replicas[survivor].holder
+        );
+        let lock = (acquired_at - killed_at).to_std().unwrap_or_default();
+        eprintln!(
+            "failover round {}: killed {}; {lease} taken after {:.0} ms, leader after {:.0} ms, \
+             edit in Vapi after {:.0} ms",
+            round + 1,
+            replicas[victim].holder,
+            lock.as_secs_f64() * 1000.0,
+            leads.as_secs_f64() * 1000.0,
+            visible.as_secs_f64() * 1000.0
+        );
+        rounds.push(Round {
+            leads,
+            visible,
+            lock,
+            commit,
+        });
+
+        // The killed one comes back (as the standby, or to take its share of the shards back).
+        let _ = replicas[victim].child.wait().await;
+        let holder = replicas[victim].holder.clone();
+        replicas[victim] = launch.spawn(&holder)?;
+        let back = replicas[victim].addr;
+        if !sharded {
+            anyhow::ensure!(
+                until_role(&http, back, "standby", Instant::now(), bound)
+                    .await
+                    .is_some(),
+                "the restarted {holder} did not stand by within {bound:?}"
+            );
+        }
+    }
+    Ok(failover_rows(args, n, setup, &rounds))
+}
+
+fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Vec<Row> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let secs = |d: Duration| d.as_secs_f64();
+    let median = |mut v: Vec<Duration>| -> Duration {
+        v.sort();
+        // Nearest rank, as the reaction scenario's percentiles.
+        v.get(v.len().div_ceil(2).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    let mean = |v: Vec<Duration>| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64
+    };
+    let visible: Vec<Duration> = rounds.iter().map(|r| r.visible).collect();
+    let leads: Vec<Duration> = rounds.iter().map(|r| r.leads).collect();
+    let list = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", secs(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let goal = 5.0;
+    let lease = Duration::from(args.lease);
+    let poll = Duration::from(args.poll);
+    let leads_bound = secs(lease + poll);
+    let (v50, vmax) = (
+        secs(median(visible.clone())),
+        secs(visible.iter().max().copied().unwrap_or_default()),
+    );
+    let (l50, lmax) = (
+        secs(median(leads.clone())),
+        secs(leads.iter().max().copied().unwrap_or_default()),
+    );
+    let lock_mean = mean(rounds.iter().map(|r| r.lock).collect());
+    let lock_max = rounds.iter().map(|r| ms(r.lock)).fold(0.0, f64::max);
+    let pass_mean = mean(
+        rounds
+            .iter()
+            .map(|r| r.visible.saturating_sub(r.leads))
+            .collect(),
+    );
+    let commit_max = rounds.iter().map(|r| ms(r.commit)).fold(0.0, f64::max);
+    let k = rounds.len();
+    let (who, leads_what) = if args.shards > 1 {
+        (
+            format!(", shards {}: a shard owner killed", args.shards),
+            "writes for every shard",
+        )
+    } else {
+        (String::new(), "says leader")
+    };
+    vec![
+        Row {
+            scenario: format!(
+                "failover p50: SIGKILL → edit in Vapi (N={n}, L={}ms, K={k}{who})",
+                args.latency_ms
+            ),
+            measured: format!("{v50:.2} s"),
+            bound: format!("< {goal:.0} s"),
+            ratio: Some(v50 / goal),
+            note: format!(
+                "lease {} waited after a crash + lock taken {lock_mean:.0} ms after the kill \
+                 (mean, max {lock_max:.0}; poll {}) + one pass after taking over, \
+                 {pass_mean:.0} ms (mean; LIST + PATCH at L); edit committed ≤ {commit_max:.0} ms \
+                 after the kill; setup sync {:.1} s",
+                args.lease,
+                args.poll,
+                secs(setup)
+            ),
+        },
+        Row {
+            scenario: "failover max: SIGKILL → edit in Vapi".to_owned(),
+            measured: format!("{vmax:.2} s"),
+            bound: format!("< {goal:.0} s"),
+            ratio: Some(vmax / goal),
+            note: format!("rounds: {} s", list(&visible)),
+        },
+        Row {
+            scenario: format!("failover p50: SIGKILL → survivor's /readyz {leads_what}"),
+            measured: format!("{l50:.2} s"),
+            bound: format!("lease + poll = {leads_bound:.2} s"),
+            ratio: Some(l50 / leads_bound),
+            note: format!(
+                "/readyz polled every 5 ms; renew {}; rounds: {} s",
+                args.renew,
+                list(&leads)
+            ),
+        },
+        Row {
+            scenario: "failover max: SIGKILL → survivor leads".to_owned(),
+            measured: format!("{lmax:.2} s"),
+            bound: format!("lease + poll = {leads_bound:.2} s"),
+            ratio: Some(lmax / leads_bound),
+            note: "the role turns leader after the lease wait, before the first pass".to_owned(),
+        },
+    ]
+}
+
 fn print_table(rows: &[Row]) {
     println!("| scenario | measured | bound/goal | ratio | note |");
     println!("|---|---|---|---|---|");
@@ -757,13 +1419,12 @@ async fn main() -> anyhow::Result<()> {
     install_tracing();
     let args = Args::parse();
     let scenarios: Vec<&str> = match args.scenario.as_str() {
-        "all" => vec!["cold", "ratelimited", "steady", "reaction"],
-        s @ ("cold" | "ratelimited" | "steady" | "reaction") => vec![s],
-        "failover" => {
-            anyhow::bail!("the failover scenario is not implemented (see docs/benchmarks.md)")
-        }
+        "all" => vec!["cold", "ratelimited", "steady", "reaction", "failover"],
+        s @ ("cold" | "ratelimited" | "steady" | "reaction" | "failover") => vec![s],
         other => {
-            anyhow::bail!("unknown scenario {other:?}: cold, ratelimited, steady, reaction or all")
+            anyhow::bail!(
+                "unknown scenario {other:?}: cold, ratelimited, steady, reaction, failover or all"
+            )
         }
     };
     let mut rows = Vec::new();
@@ -774,7 +1435,8 @@ async fn main() -> anyhow::Result<()> {
             "cold" => cold(&args).await?,
             "ratelimited" => ratelimited(&args).await?,
             "steady" => steady(&args).await?,
-            _ => reaction(&args).await?,
+            "reaction" => reaction(&args).await?,
+            _ => failover(&args).await?,
         };
         eprintln!("{s} done in {:.1} s", t.elapsed().as_secs_f64());
         rows.append(&mut r);

@@ -4,8 +4,10 @@
 //! Every route needs `Authorization: Bearer <admin token>`, compared in constant time; without a
 //! configured token the API refuses everything. Errors are JSON `{"error", "message"}` with the
 //! status the HTTP semantics call for (400, 401, 404, 409, 413, 504). A trigger only wakes the
-//! loop: the pass still looks at everything, and triggers during a pass coalesce into exactly one
-//! more pass.
+//! loop: the pass still looks at everything it owns, and triggers during a pass coalesce into
+//! exactly one more pass. With shards, a trigger naming an organization or agent must reach the
+//! replica that owns its shard (else 409 `not_owner`); a trigger of everything wakes every replica
+//! through the database's notification channel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::controller::{Controller, PlanFilter, Role};
+use crate::reconcile::shard::shard_of;
 use crate::store::Store;
 
 /// Requests larger than this are refused with 413.
@@ -166,9 +169,15 @@ async fn reconcile(
         Err(r) => return *r,
     };
     let mut loop_status = api.controller.subscribe();
-    let (role, started) = {
+    let (role, started, count, writing) = {
         let s = loop_status.borrow();
-        (s.role, s.passes_started)
+        let writing: Vec<u32> = s
+            .shards
+            .iter()
+            .filter(|l| l.writing)
+            .map(|l| l.shard)
+            .collect();
+        (s.role, s.passes_started, s.shard_count.max(1), writing)
     };
     if role != Role::Leader {
         return error(
@@ -177,8 +186,35 @@ async fn reconcile(
             "this replica stands by; send the request to the leader (see GET /v1/status on any replica)",
         );
     }
+    // A named organization (or an agent's) must be in a shard this replica writes for.
+    let org = match (request.org_id, request.agent_id) {
+        (Some(org), _) => Some(org),
+        (None, Some(agent)) => match api.store.org_of_agent(agent).await {
+            Ok(org) => org,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+        },
+        (None, None) => None,
+    };
+    if let Some(org) = org {
+        let shard = shard_of(org, count);
+        if !writing.contains(&shard) {
+            return error(
+                StatusCode::CONFLICT,
+                "not_owner",
+                format!(
+                    "organization {org} is in shard {shard} of {count}, which another replica writes for; send the request there (GET /v1/status on each replica lists its shards)"
+                ),
+            );
+        }
+    }
     let request_id = Uuid::new_v4();
     api.controller.activator().activate();
+    if org.is_none() && count > 1 {
+        // Everything: every replica's shards, so every replica is woken (through its listener).
+        if let Err(e) = api.store.notify_replicas().await {
+            tracing::warn!(error = %e, "could not wake the other replicas; they reconcile at their next pass");
+        }
+    }
     tracing::info!(%request_id, org_id = ?request.org_id, agent_id = ?request.agent_id, wait = q.wait, "reconcile requested");
     if !q.wait {
         return (

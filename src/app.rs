@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use crate::resilience::{Backoff, BreakerConfig, Rate};
+use crate::sharding::ShardElector;
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
 
@@ -230,7 +231,7 @@ async fn build(
     args: &ControllerArgs,
     apply_migrations: bool,
     resync_interval: Duration,
-) -> anyhow::Result<(PgPool, Controller, Elector, Metrics)> {
+) -> anyhow::Result<(PgPool, Controller, ShardElector, Metrics)> {
     let ControllerArgs {
         database,
         vapi,
@@ -260,7 +261,7 @@ async fn build(
     let (pool, options) = connect_with_options(&database.database_url).await?;
     ensure_migrated(&pool, apply_migrations).await?;
     let holder = holder(leader);
-    let elector = Elector::new(
+    let elector = ShardElector::new(
         options,
         LeaderConfig {
             name: leader.leader_election_name.clone(),
@@ -269,6 +270,7 @@ async fn build(
             renew_interval: leader.leader_renew_interval.into(),
             lease: leader.leader_lease.into(),
         },
+        leader.shards,
     );
     let controller = Controller::new(
         Store::new(pool.clone()),
@@ -366,24 +368,27 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     } = args;
     // One pass only: the interval is never waited on.
     let (pool, controller, elector, _) = build(&args, false, Duration::from_secs(1)).await?;
-    let Some(lead) = elector.try_acquire().await? else {
-        let holder = Elector::current(&pool, &args.leader.leader_election_name)
+    // Every shard or none: a one-shot pass covers every organization.
+    let Some(all) = elector.try_acquire_all().await? else {
+        let holder = Elector::current(&pool, &elector.lease_name(0))
             .await?
+            .filter(|l| l.released_at.is_none())
             .map(|l| format!("{} (epoch {})", l.holder, l.epoch))
             .unwrap_or_else(|| "another replica".to_owned());
         bail!(
-            "{holder} holds the leader lease {:?}: one writer at a time, so this pass does not run; trigger a reconcile on the leader instead",
-            args.leader.leader_election_name
+            "{holder} holds the lease {:?} (or another of the {} shards, or replicas run with another --shards): one writer at a time, so this pass does not run; trigger a reconcile through a running replica instead",
+            elector.lease_name(0),
+            elector.count()
         );
     };
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    if !lead.ready(&cancel).await {
-        lead.release().await;
+    if !all.ready(&cancel).await {
+        all.release().await;
         bail!("leadership was lost or shutdown began before the pass could start");
     }
-    let result = controller.pass(&lead, &cancel).await;
-    lead.release().await;
+    let result = controller.pass_owned(&all.ownership(), &cancel).await;
+    all.release().await;
     let report = result?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(

@@ -191,9 +191,13 @@ pub struct LeaderArgs {
     /// How often the leader proves it holds the lock.
     #[arg(long, env = "LEADER_RENEW_INTERVAL", default_value = "1s", value_parser = positive_duration)]
     pub leader_renew_interval: humantime::Duration,
-    /// How often a standby tries to take the lock.
+    /// How often a standby tries to take the lock (and a replica rebalances shards).
     #[arg(long, env = "LEADER_POLL_INTERVAL", default_value = "500ms", value_parser = positive_duration)]
     pub leader_poll_interval: humantime::Duration,
+    /// Organizations are divided into this many shards, each with one writer; replicas share
+    /// them. 1 = a single leader. Every replica must use the same value.
+    #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
 }
 
 /// What every command that reconciles needs: the database, Vapi, and how a pass runs.

@@ -24,9 +24,10 @@ use crate::app::stop_on_signal;
 use crate::config::DemoArgs;
 use crate::controller::{Controller, LoopConfig, PassSettings};
 use crate::credentials::{ApiKey, PlatformKey};
-use crate::leader::{Elector, LeaderConfig};
+use crate::leader::LeaderConfig;
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{MANAGED_BY, OrphanPolicy, PlanSettings};
+use crate::sharding::ShardElector;
 use crate::simulator::Simulator;
 use crate::store::{MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
@@ -115,7 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         format!("demo/{}", std::process::id()),
     );
-    let elector = Elector::new(
+    let elector = ShardElector::new(
         (*pool.connect_options()).clone(),
         LeaderConfig {
             name: "vapi-reconciler".to_owned(),
@@ -124,6 +125,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             renew_interval: Duration::from_secs(1),
             lease: Duration::from_secs(3),
         },
+        1,
     );
     let mut passes = controller.subscribe();
     let cancel = CancellationToken::new();

@@ -60,6 +60,8 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
         "status": "ok",
         "role": status.role,
         "epoch": status.epoch,
+        "shardCount": status.shard_count,
+        "shards": status.shards,
         "passes": status.passes,
         "lastPassFinishedAt": status.last_pass_finished_at,
     }))
@@ -68,13 +70,20 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
 async fn readyz(State(state): State<HttpState>) -> Response {
     match store::unapplied_migrations(&state.pool).await {
         Ok(missing) if missing.is_empty() => {
-            let (role, credentials) = {
+            let (role, shards, note, credentials) = {
                 let s = state.loop_status.borrow();
-                (s.role, s.credentials.clone())
+                (
+                    s.role,
+                    s.shards.clone(),
+                    s.shard_note.clone(),
+                    s.credentials.clone(),
+                )
             };
             Json(json!({
                 "status": "ready",
                 "role": role,
+                "shards": shards,
+                "shardNote": note,
                 "platformKey": state.platform_key.current(),
                 "credentials": credentials,
             }))

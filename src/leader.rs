@@ -8,8 +8,8 @@
 //! ([`Fence`]) to carry into its writes, and a write from an older epoch can be refused.
 //!
 //! Holding the lock is proven, not assumed: a heartbeat runs one statement every renew interval
-//! that checks `pg_locks` for our granted lock on this very session and renews the row of our
-//! epoch. Writes are allowed only while the last proof (timed from *before* the query was sent)
+//! that checks `pg_locks` for our granted lock on this very session and that the row is still at
+//! our epoch, without waiting on the row locks that fenced writes hold. Writes are allowed only while the last proof (timed from *before* the query was sent)
 //! is younger than `lease`; `may_write` checks that age itself, so a hung heartbeat cannot keep
 //! leadership alive. A new leader waits `lease` before its first write unless the previous holder
 //! released gracefully, which outlasts the old leader's last proof. The session sets server-side
@@ -115,91 +115,15 @@ pub struct Elector {
     config: LeaderConfig,
 }
 
-/// What one try at the lock came to.
-enum Attempt {
-    Held(Leadership),
-    /// Another session holds the lock; the connection is fine for the next try.
-    Busy(PgConnection),
-}
-
-struct AttemptError {
-    /// The lock was ours when this failed (the epoch bump failed), so the failure is not one of
-    /// standing by.
-    locked: bool,
-    error: sqlx::Error,
-}
-
-impl AttemptError {
-    fn standby(error: sqlx::Error) -> Self {
-        Self {
-            locked: false,
-            error,
-        }
-    }
-}
-
 impl Elector {
     pub fn new(options: PgConnectOptions, config: LeaderConfig) -> Self {
         Self { options, config }
     }
 
-    /// Waits as standby (trying every poll_interval) until the lock is held, then bumps the epoch
-    /// and starts the heartbeat. `Ok(None)` if `cancel` fires first.
-    ///
-    /// Connection errors while standby are logged and retried after poll_interval, never
-    /// returned; an error from the epoch bump that is not about availability (such as a missing
-    /// table) is returned.
-    pub async fn acquire(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<Option<Leadership>, LeaderError> {
-        let name = self.config.name.as_str();
-        let mut standby: Option<PgConnection> = None;
-        loop {
-            let attempt = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(None),
-                attempt = self.attempt(standby.take()) => attempt,
-            };
-            match attempt {
-                Ok(Attempt::Held(leadership)) => return Ok(Some(leadership)),
-                Ok(Attempt::Busy(conn)) => {
-                    tracing::debug!(lease = name, "standby: the lease is held elsewhere");
-                    standby = Some(conn);
-                }
-                Err(AttemptError { locked, error }) => {
-                    let error = LeaderError::from(error);
-                    if locked && error.kind() == "query" {
-                        return Err(error);
-                    }
-                    tracing::warn!(
-                        lease = name,
-                        error = %error,
-                        kind = error.kind(),
-                        "standby: cannot try the leader lock; retrying"
-                    );
-                }
-            }
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(None),
-                () = sleep(self.config.poll_interval) => {}
-            }
-        }
-    }
-
-    /// One attempt: `Ok(None)` when another holder has it (for one-shot CLI commands).
+    /// One try at the lock: `Ok(None)` when another session holds it. Standing by is trying
+    /// again every poll interval (the shard elector does).
     pub async fn try_acquire(&self) -> Result<Option<Leadership>, LeaderError> {
-        match self.attempt(None).await {
-            Ok(Attempt::Held(leadership)) => Ok(Some(leadership)),
-            Ok(Attempt::Busy(conn)) => {
-                if let Err(e) = conn.close().await {
-                    tracing::debug!(error = %e, "closing the leader connection failed");
-                }
-                Ok(None)
-            }
-            Err(e) => Err(e.error.into()),
-        }
+        Ok(self.attempt().await?)
     }
 
     /// Who holds the lease per the table (for status output), `None` if never held.
@@ -215,29 +139,14 @@ impl Elector {
     }
 
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        let options = self.options.clone().application_name(APPLICATION_NAME);
-        let mut conn = PgConnection::connect_with(&options).await?;
-        for (setting, value) in KEEPALIVES {
-            if let Err(e) = sqlx::query("select set_config($1, $2, false)")
-                .bind(setting)
-                .bind(value)
-                .execute(&mut conn)
-                .await
-            {
-                tracing::debug!(setting, error = %e, "cannot set a keepalive on the leader session");
-            }
-        }
-        Ok(conn)
+        dedicated_session(&self.options).await
     }
 
-    /// Tries the lock on `conn` (or a new connection); once held, bumps the epoch and starts the
-    /// heartbeat. An error drops the connection, and with it any lock it took.
-    async fn attempt(&self, conn: Option<PgConnection>) -> Result<Attempt, AttemptError> {
+    /// Tries the lock on a new connection; once held, bumps the epoch and starts the heartbeat.
+    /// An error drops the connection, and with it any lock it took.
+    async fn attempt(&self) -> Result<Option<Leadership>, sqlx::Error> {
         let config = &self.config;
-        let mut conn = match conn {
-            Some(conn) => conn,
-            None => self.connect().await.map_err(AttemptError::standby)?,
-        };
+        let mut conn = self.connect().await?;
         // The first proof, dated before the lock query: the lock was held no earlier than this.
         let proven_at = Instant::now();
         let row = sqlx::query(
@@ -246,13 +155,15 @@ impl Elector {
         .bind(LOCK_CLASS)
         .bind(&config.name)
         .fetch_one(&mut conn)
-        .await
-        .map_err(AttemptError::standby)?;
-        let locked: bool = row.try_get("locked").map_err(AttemptError::standby)?;
+        .await?;
+        let locked: bool = row.try_get("locked")?;
         if !locked {
-            return Ok(Attempt::Busy(conn));
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the leader connection failed");
+            }
+            return Ok(None);
         }
-        let key: i32 = row.try_get("key").map_err(AttemptError::standby)?;
+        let key: i32 = row.try_get("key")?;
 
         // The previous row is read by the same statement (one snapshot) that bumps it.
         let bumped = sqlx::query(
@@ -285,10 +196,7 @@ impl Elector {
                 row.try_get::<bool, _>("released")?,
             ))
         });
-        let (epoch, had_previous, released) = bumped.map_err(|error| AttemptError {
-            locked: true,
-            error,
-        })?;
+        let (epoch, had_previous, released) = bumped?;
 
         // A holder that crashed (or was cut off) may still believe it leads until its last proof
         // is `lease` old; that proof is older than our lock, so waiting `lease` from now outlasts it.
@@ -326,7 +234,7 @@ impl Elector {
                 stop: stop.clone(),
             },
         ));
-        Ok(Attempt::Held(Leadership {
+        Ok(Some(Leadership {
             fence,
             key,
             lease: config.lease,
@@ -338,6 +246,27 @@ impl Elector {
             heartbeat,
         }))
     }
+}
+
+/// A connection of its own (never a pool's: a pooled session could be handed to other code, and
+/// a session lock would go with it), with the keepalives that let Postgres drop it soon after
+/// this process vanishes.
+pub(crate) async fn dedicated_session(
+    options: &PgConnectOptions,
+) -> Result<PgConnection, sqlx::Error> {
+    let options = options.clone().application_name(APPLICATION_NAME);
+    let mut conn = PgConnection::connect_with(&options).await?;
+    for (setting, value) in KEEPALIVES {
+        if let Err(e) = sqlx::query("select set_config($1, $2, false)")
+            .bind(setting)
+            .bind(value)
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(setting, error = %e, "cannot set a keepalive on the leader session");
+        }
+    }
+    Ok(conn)
 }
 
 fn query_timeout(config: &LeaderConfig) -> Duration {
@@ -425,8 +354,13 @@ async fn heartbeat(mut conn: PgConnection, hb: Heartbeat) -> Option<PgConnection
     None
 }
 
-/// One statement: is our lock granted to this session, and is the row still at our epoch
-/// (renewed only if the lock is held)?
+/// One statement: is our lock granted to this session, and is the row still at our epoch?
+///
+/// It never waits on a row lock. Every fenced write holds the lease row `for share` until it
+/// commits, and under load those transactions overlap without a gap; an `update` of the row
+/// would queue behind them (share lockers keep overtaking it) until the query timed out and
+/// leadership was lost for being busy. So the epoch is read without a lock, and `renewed_at`,
+/// which only informs operators, is refreshed when the row is free (`skip locked`).
 async fn prove(
     conn: &mut PgConnection,
     fence: &Fence,
@@ -444,12 +378,16 @@ async fn prove(
                    and objsubid = 2
                    and granted
              ) as held
+         ), free as (
+             select name from leader_lease
+             where name = $1 and epoch = $2 and (select held from held)
+             for no key update skip locked
          ), renewed as (
              update leader_lease set renewed_at = now()
-             where name = $1 and epoch = $2 and (select held from held)
-             returning 1
+             where name in (select name from free)
          )
-         select (select held from held) as held, exists (select 1 from renewed) as renewed",
+         select (select held from held) as held,
+                exists (select 1 from leader_lease where name = $1 and epoch = $2) as ours",
     )
     .bind(&fence.name)
     .bind(fence.epoch)
@@ -457,7 +395,7 @@ async fn prove(
     .bind(key)
     .fetch_one(conn)
     .await?;
-    Ok((row.try_get("held")?, row.try_get("renewed")?))
+    Ok((row.try_get("held")?, row.try_get("ours")?))
 }
 
 /// This replica leads. Owns the heartbeat task, which owns the dedicated connection; dropping
@@ -475,9 +413,62 @@ pub struct Leadership {
     heartbeat: JoinHandle<Option<PgConnection>>,
 }
 
+/// A cheap, shareable view of one [`Leadership`]: its fence and whether it may write now. It
+/// stops allowing writes once the leadership is lost or released.
+#[derive(Clone)]
+pub struct LeaseGuard {
+    fence: Fence,
+    lease: Duration,
+    proof: Arc<Proof>,
+    write_from: Instant,
+    lost: CancellationToken,
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("fence", &self.fence)
+            .field("may_write", &self.may_write())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseGuard {
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// See [`Leadership::may_write`].
+    pub fn may_write(&self) -> bool {
+        let now = Instant::now();
+        !self.lost.is_cancelled()
+            && now >= self.write_from
+            && now.saturating_duration_since(self.proof.last()) < self.lease
+    }
+
+    /// When writes may start (one lease after a takeover from a crashed holder).
+    pub fn write_from(&self) -> Instant {
+        self.write_from
+    }
+
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+}
+
 impl Leadership {
     pub fn fence(&self) -> Fence {
         self.fence.clone()
+    }
+
+    pub fn guard(&self) -> LeaseGuard {
+        LeaseGuard {
+            fence: self.fence.clone(),
+            lease: self.lease,
+            proof: self.proof.clone(),
+            write_from: self.write_from,
+            lost: self.lost.clone(),
+        }
     }
 
     pub fn epoch(&self) -> i64 {
@@ -490,13 +481,15 @@ impl Leadership {
         self.lost.clone()
     }
 
+    /// When the lock was last proven held: the instant the proving query was sent.
+    pub fn proven_at(&self) -> Instant {
+        self.proof.last()
+    }
+
     /// True while not lost and the last successful proof is younger than `lease`, and the
     /// takeover wait has passed.
     pub fn may_write(&self) -> bool {
-        let now = Instant::now();
-        !self.lost.is_cancelled()
-            && now >= self.write_from
-            && now.saturating_duration_since(self.proof.last()) < self.lease
+        self.guard().may_write()
     }
 
     /// Resolves when writes may start (immediately if the previous holder released gracefully

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub last_pass_timestamp_seconds: Gauge,
     pub last_pass_duration_seconds: Gauge,
     pub guard_blocked: IntGauge,
+    pub shards: IntGauge,
+    pub shards_owned: IntGauge,
 }
 
 /// States, drift kinds and breaker states, pre-created so a zero is a zero, not an absence.
@@ -99,7 +101,7 @@ impl Metrics {
             leader_election_master_status: IntGaugeVec::new(
                 c(
                     "leader_election_master_status",
-                    "1 while this replica leads (and reconciles), 0 while it stands by.",
+                    "1 while this replica writes for at least one shard (with one shard: leads), 0 while it stands by.",
                 ),
                 &["name"],
             )?,
@@ -171,6 +173,14 @@ impl Metrics {
                 "vapi_reconciler_last_pass_duration_seconds",
                 "Duration of the last complete pass.",
             ))?,
+            shards: IntGauge::with_opts(c(
+                "vapi_reconciler_shards",
+                "How many shards the organizations are divided into (--shards).",
+            ))?,
+            shards_owned: IntGauge::with_opts(c(
+                "vapi_reconciler_shards_owned",
+                "Shards this replica holds and writes for.",
+            ))?,
             guard_blocked: IntGauge::with_opts(c(
                 "vapi_reconciler_guard_blocked",
                 "1 while the last pass was stopped by the blast-radius guard.",
@@ -219,6 +229,8 @@ impl Metrics {
             Box::new(self.last_pass_timestamp_seconds.clone()),
             Box::new(self.last_pass_duration_seconds.clone()),
             Box::new(self.guard_blocked.clone()),
+            Box::new(self.shards.clone()),
+            Box::new(self.shards_owned.clone()),
         ]
     }
 

@@ -14,7 +14,6 @@ use vapi_reconciler::api::{AdminToken, Api};
 use vapi_reconciler::controller::{Controller, Role};
 use vapi_reconciler::credentials::PlatformKey;
 use vapi_reconciler::http::{self, HttpState};
-use vapi_reconciler::leader::Elector;
 use vapi_reconciler::metrics::Metrics;
 use vapi_reconciler::simulator::Simulator;
 use vapi_reconciler::store::Store;
@@ -44,9 +43,10 @@ async fn serve(pool: &PgPool) -> Served {
         common::settings(),
     ));
     let cancel = CancellationToken::new();
-    let elector = Elector::new(
+    let elector = vapi_reconciler::sharding::ShardElector::new(
         (*pool.connect_options()).clone(),
         common::leader_config("api-test"),
+        1,
     );
     tokio::spawn({
         let controller = controller.clone();

@@ -365,9 +365,10 @@ async fn a_breaker_reset_from_the_command_line_reaches_the_leader(pool: PgPool) 
     ));
     // `run` as deployed: the loop (5-minute resync) and the listener.
     let cancel = CancellationToken::new();
-    let elector = vapi_reconciler::leader::Elector::new(
+    let elector = vapi_reconciler::sharding::ShardElector::new(
         (*pool.connect_options()).clone(),
         common::leader_config("breaker-test"),
+        1,
     );
     tokio::spawn({
         let (controller, cancel) = (controller.clone(), cancel.clone());
@@ -493,7 +494,7 @@ async fn retry_after_is_honoured_and_a_rate_limit_is_not_hit_after_the_first_bur
         },
     );
     let report = controller.pass(&env.lead, &cancel).await.unwrap();
-    assert_eq!(report.created, 999);
+    assert_eq!(report.created, 999, "{report:?}");
     let c = env.sim.counters();
     assert_eq!(c.with_status(429), 0, "{c:?}");
     assert_eq!(env.assistants().len(), 1000);

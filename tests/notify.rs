@@ -11,7 +11,6 @@ use common::process::eventually;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use vapi_reconciler::controller::{Role, listen};
-use vapi_reconciler::leader::Elector;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -39,9 +38,10 @@ async fn a_save_wakes_the_controller_and_a_lost_notification_is_caught_up(pool: 
     lead.release().await;
     let controller = Arc::new(common::controller(&pool, &vapi, &key, common::settings()));
     let cancel = CancellationToken::new();
-    let elector = Elector::new(
+    let elector = vapi_reconciler::sharding::ShardElector::new(
         (*pool.connect_options()).clone(),
         common::leader_config("notify"),
+        1,
     );
     tokio::spawn({
         let (controller, cancel) = (controller.clone(), cancel.clone());

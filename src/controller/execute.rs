@@ -80,7 +80,17 @@ impl Entry<'_> {
         JournalEntry {
             started_at,
             finished_at: Utc::now(),
-            epoch: self.ctx.fence.epoch,
+            lease: self
+                .ctx
+                .owner
+                .fence_of_org(self.decision.org_id)
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
+            epoch: self
+                .ctx
+                .owner
+                .fence_of_org(self.decision.org_id)
+                .map_or(-1, |f| f.epoch),
             holder: self.ctx.holder.to_owned(),
             org_id: Some(self.decision.org_id),
             agent_id: Some(self.decision.agent_id),
@@ -111,7 +121,7 @@ fn may_write(ctx: &PassContext<'_>) -> bool {
 }
 
 /// Runs one agent's decision with its credential's lane.
-pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
+pub async fn decision(ctx: &PassContext<'_>, mut d: Decision, lane: &Lane) -> Done {
     if ctx.settings.dry_run || d.mode != Mode::Enforce {
         let mut done = hands_off(ctx, &d);
         done.status = done.status.map(|s| s.with_key(lane.fingerprint()));
@@ -300,7 +310,7 @@ pub async fn decision(ctx: &PassContext<'_>, d: Decision, lane: &Lane) -> Done {
     };
     let mut status = remove_duplicates(ctx, &entry, &mut done, &d, status).await;
     if status.state == SyncState::Synced && status.applied.is_none() {
-        status.applied = d.desired.clone();
+        status.applied = d.desired.take();
     }
     status
         .normalizations
@@ -334,7 +344,11 @@ async fn create(
     };
     match ctx
         .store
-        .record_intents(ctx.fence, &[(d.agent_id, intent)])
+        .record_intents(
+            &ctx.owner.fences(),
+            ctx.owner.fence_of_org(d.org_id).map_or(-1, |f| f.epoch),
+            &[(d.agent_id, intent)],
+        )
         .await
     {
         Ok(()) => {}
@@ -693,7 +707,15 @@ pub async fn stray(ctx: &PassContext<'_>, s: Stray, lane: &Lane) -> Done {
     done.journal.push(JournalEntry {
         started_at: started,
         finished_at: Utc::now(),
-        epoch: ctx.fence.epoch,
+        lease: ctx
+            .owner
+            .fence_of_marker(s.org_id.as_deref())
+            .map(|f| f.name.clone())
+            .unwrap_or_default(),
+        epoch: ctx
+            .owner
+            .fence_of_marker(s.org_id.as_deref())
+            .map_or(-1, |f| f.epoch),
         holder: ctx.holder.to_owned(),
         org_id: None,
         agent_id: Some(s.agent_id),

@@ -1,9 +1,10 @@
-//! The controller loop: stand by until this replica leads, then a pass at once and one every
-//! resync interval (with jitter), until shutdown or until leadership can no longer be proven.
+//! The controller loop: stand by until this replica owns shards (one shard: leads), then a pass
+//! at once and one every resync interval (with jitter), over the shards it owns at that moment.
 //!
-//! A pass takes no input: it always looks at the whole desired state, so whatever wakes the loop
-//! only changes *when* work happens, never *what* is looked at. Shutdown stops new writes from
-//! starting, lets in-flight calls finish and records their outcomes, then returns.
+//! A pass takes no input but its shards: it always looks at their whole desired state, so
+//! whatever wakes the loop only changes *when* work happens, never *what* is looked at. A pass
+//! stops starting writes when shutdown begins or when any of its leases is lost, lets in-flight
+//! calls finish and records their outcomes. Shards are handed over only between passes.
 
 mod activator;
 mod execute;
@@ -15,7 +16,7 @@ mod preview;
 mod requeue;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -32,9 +33,10 @@ pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, run_pa
 pub use preview::{Change, PlanFilter, PlanView};
 
 use crate::credentials::{LoadedKey, PlatformKey};
-use crate::leader::{Elector, Leadership};
+use crate::leader::{Fence, Leadership};
 use crate::metrics::{self, Metrics};
 use crate::resilience::Backoff;
+use crate::sharding::{Owned, Ownership, ShardElector};
 use crate::store::{CredentialHealth, Store};
 use crate::vapi::VapiClient;
 use crate::vault::Keyring;
@@ -61,12 +63,29 @@ pub enum Role {
     Leader,
 }
 
+/// One shard lease this replica holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShardLease {
+    pub shard: u32,
+    pub lease: String,
+    pub epoch: i64,
+    /// False while it waits out the takeover delay after a crashed holder.
+    pub writing: bool,
+}
+
 /// What the loop last did, for the HTTP layer and the demo.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LoopStatus {
+    /// Leader while this replica owns at least one shard that may write.
     pub role: Role,
-    /// The fencing epoch while leading.
+    /// The fencing epoch while leading with a single shard.
     pub epoch: Option<i64>,
+    /// How many shards the organizations are divided into.
+    pub shard_count: u32,
+    /// The shards this replica holds.
+    pub shards: Vec<ShardLease>,
+    /// Why this replica holds no shard although it could, if so.
+    pub shard_note: Option<String>,
     pub passes: u64,
     /// Passes begun; a trigger's pass is the first to begin after it.
     pub passes_started: u64,
@@ -82,6 +101,12 @@ pub struct LoopStatus {
 impl Gate for Leadership {
     fn may_write(&self) -> bool {
         Leadership::may_write(self)
+    }
+}
+
+impl Gate for Ownership {
+    fn may_write(&self) -> bool {
+        Ownership::may_write(self)
     }
 }
 
@@ -189,13 +214,23 @@ impl Controller {
         self.status.subscribe()
     }
 
-    /// One pass under `lead`; `cancel` stops it from starting further writes.
+    /// One pass under `lead` (a single lease: every organization); `cancel` stops it from
+    /// starting further writes.
     pub async fn pass(
         &self,
         lead: &Leadership,
         cancel: &CancellationToken,
     ) -> Result<PassReport, PassError> {
-        let fence = lead.fence();
+        self.pass_owned(&Ownership::single(lead), cancel).await
+    }
+
+    /// One pass over the shards of `owner`.
+    pub async fn pass_owned(
+        &self,
+        owner: &Ownership,
+        cancel: &CancellationToken,
+    ) -> Result<PassReport, PassError> {
+        let fences = owner.fences();
         self.status.send_modify(|s| s.passes_started += 1);
         let platform = self.platform.current();
         // Read at every pass: a key set or changed with `org-key set` is used on the next one.
@@ -214,8 +249,8 @@ impl Controller {
             requeue: &self.requeue,
             metrics: self.metrics.as_ref(),
             settings: &self.settings,
-            fence: &fence,
-            gate: lead,
+            owner,
+            gate: owner,
             holder: &self.holder,
             cancel,
         };
@@ -223,7 +258,7 @@ impl Controller {
         let credentials = self.lanes.statuses();
         self.export(result.as_ref().ok(), &credentials);
         if self.health_due(&credentials) {
-            self.record_health(&fence, &credentials).await;
+            self.record_health(&fences, &credentials).await;
         }
         self.status.send_modify(|s| {
             s.platform_key = Some(platform.clone());
@@ -319,11 +354,14 @@ impl Controller {
         m.last_pass_duration_seconds.set(r.duration.as_secs_f64());
     }
 
-    fn set_leader(&self, leading: bool) {
+    /// Publishes how many shards this replica writes for (one shard: whether it leads).
+    fn set_leader(&self, shards: usize) {
         if let Some(m) = &self.metrics {
             m.leader_election_master_status
                 .with_label_values(&[&m.leader_name])
-                .set(i64::from(leading));
+                .set(i64::from(shards > 0));
+            m.shards_owned
+                .set(i64::try_from(shards).unwrap_or(i64::MAX));
         }
     }
 
@@ -331,10 +369,7 @@ impl Controller {
     pub async fn plan(&self, filter: &PlanFilter) -> Result<PlanView, PassError> {
         let platform = self.platform.current();
         let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
-        let fence = crate::leader::Fence {
-            name: String::new(),
-            epoch: -1,
-        };
+        let owner = Ownership::preview(1);
         let cancel = CancellationToken::new();
         let ctx = PassContext {
             store: &self.store,
@@ -344,7 +379,7 @@ impl Controller {
             requeue: &self.requeue,
             metrics: None,
             settings: &self.settings,
-            fence: &fence,
+            owner: &owner,
             gate: preview::no_writes(),
             holder: &self.holder,
             cancel: &cancel,
@@ -388,7 +423,7 @@ impl Controller {
     }
 
     /// Publishes every key's state and applies operators' breaker resets.
-    async fn record_health(&self, fence: &crate::leader::Fence, lanes: &[LaneStatus]) {
+    async fn record_health(&self, fences: &[Fence], lanes: &[LaneStatus]) {
         let rows: Vec<CredentialHealth> = lanes
             .iter()
             .map(|l| CredentialHealth {
@@ -403,7 +438,7 @@ impl Controller {
                 rejected_message: l.rejected.as_ref().map(|r| r.message.clone()),
             })
             .collect();
-        match self.store.record_credential_health(fence, &rows).await {
+        match self.store.record_credential_health(fences, &rows).await {
             Ok(resets) => {
                 let mut any = false;
                 for fp in resets {
@@ -448,83 +483,127 @@ impl Controller {
         }
     }
 
-    /// Stands by until this replica leads, reconciles while it can prove it leads, and hands
-    /// leadership over when `cancel` fires.
-    pub async fn run(&self, elector: &Elector, cancel: CancellationToken) {
+    /// Stands by until this replica owns shards, reconciles what it owns while it can prove it,
+    /// and hands every shard over when `cancel` fires.
+    pub async fn run(&self, elector: &ShardElector, cancel: CancellationToken) {
         tracing::info!(
             resync_interval = %humantime::format_duration(self.config.resync_interval),
             concurrency = self.settings.concurrency,
             dry_run = self.settings.dry_run,
+            shards = elector.count(),
             key_fingerprint = self.platform.current().key.fingerprint(),
             holder = %self.holder,
-            "controller started; standing by for leadership"
+            "controller started; standing by for shards"
         );
-        while !cancel.is_cancelled() {
-            let lead = match elector.acquire(&cancel).await {
-                Ok(Some(lead)) => lead,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, kind = e.kind(), "leader election failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = cancel.cancelled() => break,
-                    }
-                }
-            };
-            self.lead(&lead, &cancel).await;
-            self.set_leader(false);
-            self.status.send_modify(|s| {
-                s.role = Role::Standby;
-                s.epoch = None;
-            });
-            if cancel.is_cancelled() {
-                lead.release().await;
-                tracing::info!("leadership released");
-            } else {
-                tracing::warn!("leadership lost; standing by");
-            }
+        self.status.send_modify(|s| s.shard_count = elector.count());
+        if let Some(m) = &self.metrics {
+            m.shards.set(i64::from(elector.count()));
         }
+        let (publish, owned) = watch::channel(Owned::default());
+        let passes = Arc::new(tokio::sync::Mutex::new(()));
+        let stop_electing = CancellationToken::new();
+        let electing = elector.manage(publish, passes.clone(), stop_electing.clone());
+        let reconciling = async {
+            self.reconcile_owned(owned, &passes, &cancel).await;
+            // Only now: the elector releases the shards after the last pass.
+            stop_electing.cancel();
+        };
+        tokio::join!(electing, reconciling);
+        self.set_leader(0);
+        self.status.send_modify(|s| {
+            s.role = Role::Standby;
+            s.epoch = None;
+            s.shards.clear();
+        });
         tracing::info!("controller stopped");
     }
 
-    /// Passes until shutdown or until leadership can no longer be proven.
-    async fn lead(&self, lead: &Leadership, cancel: &CancellationToken) {
-        // A pass stops starting writes on either signal.
-        let stop = cancel.child_token();
-        let lost = lead.lost();
-        let _link = AbortOnDrop(tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                lost.cancelled().await;
-                stop.cancel();
+    /// Passes over the shards held at each moment, until `cancel`.
+    async fn reconcile_owned(
+        &self,
+        mut owned: watch::Receiver<Owned>,
+        passes: &tokio::sync::Mutex<()>,
+        cancel: &CancellationToken,
+    ) {
+        let mut leading: Vec<u32> = Vec::new();
+        while !cancel.is_cancelled() {
+            // Held while reading what is owned and passing over it: shards are handed over only
+            // between passes.
+            let between = passes.lock().await;
+            let current = owned.borrow_and_update().clone();
+            // Shards still waiting out a crashed holder's lease are left to a pass at `next`.
+            let (ownership, next) = current.ready();
+            let now_leading: Vec<u32> = ownership
+                .as_ref()
+                .map(|o| o.shards().owned().collect())
+                .unwrap_or_default();
+            if now_leading != leading {
+                if now_leading.is_empty() {
+                    tracing::warn!("no shard held; standing by");
+                } else {
+                    tracing::info!(shards = ?now_leading, of = current.count, "reconciling");
+                }
+                leading = now_leading;
             }
-        }));
-        if !lead.ready(&stop).await {
-            return;
-        }
-        self.status.send_modify(|s| {
-            s.role = Role::Leader;
-            s.epoch = Some(lead.epoch());
-        });
-        self.set_leader(true);
-        tracing::info!(epoch = lead.epoch(), "leading: reconciling");
-        while !stop.is_cancelled() {
-            // A failed pass is already recorded and logged; the next one is the retry.
-            let _ = self.pass(lead, &stop).await;
+            self.publish_ownership(&current, ownership.as_ref());
+            if let Some(ownership) = &ownership {
+                let stop = cancel.child_token();
+                // A lost lease stops the pass from starting writes; its in-flight ones finish.
+                let link = async {
+                    ownership.lost().await;
+                    stop.cancel();
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    _ = self.pass_owned(ownership, &stop) => {}
+                    () = link => {}
+                }
+            }
+            drop(between);
+            let wake = match (ownership.is_some(), next) {
+                (true, Some(t)) => self.next_wake().min(t),
+                (true, None) => self.next_wake(),
+                (false, Some(t)) => t,
+                (false, None) => tokio::time::Instant::now() + self.config.resync_interval,
+            };
             tokio::select! {
-                () = tokio::time::sleep_until(self.next_wake()) => {}
-                () = self.activator.activated() => {}
-                () = stop.cancelled() => {}
+                () = tokio::time::sleep_until(wake) => {}
+                () = self.activator.activated(), if ownership.is_some() => {}
+                changed = owned.changed() => if changed.is_err() { break },
+                () = cancel.cancelled() => {}
             }
         }
     }
-}
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    fn publish_ownership(&self, owned: &Owned, ownership: Option<&Ownership>) {
+        let writing: Vec<u32> = ownership
+            .map(|o| o.shards().owned().collect())
+            .unwrap_or_default();
+        let shards: Vec<ShardLease> = owned
+            .leases
+            .iter()
+            .map(|(shard, g)| ShardLease {
+                shard: *shard,
+                lease: g.fence().name.clone(),
+                epoch: g.fence().epoch,
+                writing: writing.contains(shard),
+            })
+            .collect();
+        self.set_leader(writing.len());
+        self.status.send_modify(|s| {
+            s.role = if writing.is_empty() {
+                Role::Standby
+            } else {
+                Role::Leader
+            };
+            s.epoch = match (owned.count, shards.as_slice()) {
+                (1, [one]) if one.writing => Some(one.epoch),
+                _ => None,
+            };
+            s.shard_count = owned.count;
+            s.shard_note = owned.note.clone();
+            s.shards = shards;
+        });
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,13 +27,13 @@ use super::lane::{self, CallError, Lane};
 use super::outcome::{Outcome, Reason};
 use super::requeue::Requeue;
 use crate::credentials::{ApiKey, LoadedKey};
-use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::guard::{self, GuardSettings, Impact};
 use crate::reconcile::{
     self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput, PlanSettings, StrayAction,
 };
-use crate::store::{RecordedStatus, Store, StoreError, SyncState};
+use crate::sharding::Ownership;
+use crate::store::{Orphan, RecordedStatus, Store, StoreError, SyncState};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -47,6 +47,8 @@ pub struct PassReport {
     pub managed: usize,
     /// Listed assistants without it: never touched.
     pub unmanaged: usize,
+    /// Marked assistants of organizations in shards other replicas own: left to them.
+    pub other_shards: usize,
     pub in_sync: usize,
     pub created: usize,
     pub patched: usize,
@@ -145,7 +147,8 @@ pub struct PassContext<'a> {
     pub requeue: &'a Requeue,
     pub metrics: Option<&'a Metrics>,
     pub settings: &'a PassSettings,
-    pub fence: &'a Fence,
+    /// The shards this pass covers, with their fences.
+    pub owner: &'a Ownership,
     pub gate: &'a (dyn Gate + Sync),
     /// This replica's identity, for the journal.
     pub holder: &'a str,
@@ -188,9 +191,16 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         let sightings: Vec<_> = plan
             .strays
             .iter()
-            .map(|s| (s.assistant_id.clone(), s.agent_id, s.first_seen))
+            .map(|s| Orphan {
+                assistant_id: s.assistant_id.clone(),
+                agent_id: s.agent_id,
+                org_id: s.org_id.as_deref().and_then(|o| o.parse().ok()),
+                first_seen: s.first_seen,
+            })
             .collect();
-        ctx.store.record_orphans(ctx.fence, &sightings).await?;
+        ctx.store
+            .record_orphans(&ctx.owner.fences(), ctx.owner.shards(), &sightings)
+            .await?;
     }
     for s in &plan.strays {
         if s.action != StrayAction::Delete {
@@ -213,17 +223,14 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
 /// Reads the desired state, lists every key's assistants and plans; writes nothing.
 pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
     let started = Instant::now();
-    let rows = ctx.store.load_agents().await?;
+    let rows = ctx.store.load_agents(ctx.owner.shards()).await?;
     let mut report = PassReport {
         dry_run: ctx.settings.dry_run,
         ..PassReport::default()
     };
     report.deleted_agents = rows.iter().filter(|(a, _)| a.deleted).count();
     report.agents = rows.len() - report.deleted_agents;
-    let recorded: HashMap<Uuid, RecordedStatus> = rows
-        .iter()
-        .filter_map(|(a, r)| r.clone().map(|r| (a.id, r)))
-        .collect();
+    let mut recorded: HashMap<Uuid, RecordedStatus> = HashMap::with_capacity(rows.len());
     let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
     let names: HashMap<Uuid, String> = rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect();
     report.states = rows
@@ -242,7 +249,10 @@ pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
     // be read gets nothing: falling back to the platform key would write to another Vapi org.
     let mut groups: HashMap<String, (Arc<Lane>, Vec<DesiredAgent>)> = HashMap::new();
     let mut early = Vec::new();
-    for (agent, _) in rows {
+    for (agent, status) in rows {
+        if let Some(status) = status {
+            recorded.insert(agent.id, status);
+        }
         let (key, scope) = match ctx.org_keys.get(&agent.org_id) {
             Some(Ok(key)) => (key, format!("org {}", agent.org_id)),
             Some(Err(why)) => {
@@ -312,6 +322,7 @@ pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
             assistants: &assistants,
             known_agents: &known,
             orphans_seen: &orphans_seen,
+            shards: ctx.owner.shards(),
             now,
             settings: &ctx.settings.plan,
         });
@@ -321,12 +332,14 @@ pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
         plan.strays.extend(part.strays);
         plan.managed += part.managed;
         plan.unmanaged += part.unmanaged;
+        plan.other_shards += part.other_shards;
     }
     if !list_errors.is_empty() {
         report.list_error = Some(list_errors.join("; "));
     }
     report.managed = plan.managed;
     report.unmanaged = plan.unmanaged;
+    report.other_shards = plan.other_shards;
     report.orphans = plan.strays.len();
     for d in &plan.decisions {
         let differs = match &d.action {
@@ -384,7 +397,7 @@ async fn guard_and_execute(
             None => {
                 let id = ctx
                     .store
-                    .record_guard_block(ctx.fence, &impact, &sample(&plan))
+                    .record_guard_block(&ctx.owner.fences(), &impact, &sample(&plan))
                     .await?;
                 tracing::error!(
                     block_id = id,
@@ -607,7 +620,7 @@ async fn record(
     ctx.store.append_journal(&journal).await?;
     report.journal_entries += journal.len();
     ctx.store
-        .write_outcomes(ctx.fence, &updates, &settled)
+        .write_outcomes(&ctx.owner.fences(), &updates, &settled)
         .await?;
     report.status_writes += updates.len();
     Ok(())
@@ -639,13 +652,9 @@ fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
     let Some(r) = recorded.filter(|_| !o.attempted) else {
         return false;
     };
-    // A newly applied body must be recorded: it is the next comparison's third side.
-    let applied_known = o.applied.as_ref().is_none_or(|a| {
-        r.applied.as_ref().is_some_and(|r| {
-            crate::reconcile::json::json_eq(&Value::Object(r.clone()), &Value::Object(a.clone()))
-        })
-    });
-    let same = applied_known
+    // A newly applied body must be recorded: it is the next comparison's third side. The plan
+    // leaves out a body equal to the recorded one (`Decision::desired`), so any body is new.
+    let same = o.applied.is_none()
         && r.state == Some(o.state)
         && r.observed_generation == o.generation
         && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id);

@@ -3,8 +3,9 @@
 //! Vapi answers with keys in its own order and may re-encode numbers (`0.50` comes back as `0.5`,
 //! `1` as `1.0`), so drift is decided on parsed values, never on bytes. A key that is absent and a
 //! key that is `null` mean the same thing to Vapi ("not set"), so they compare equal too.
+//! [`text_matches`] gives the same answer for a stored JSON text without building its tree.
 
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 /// Whether two JSON values mean the same assistant configuration.
 pub fn json_eq(a: &Value, b: &Value) -> bool {
@@ -13,13 +14,16 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
-        (Value::Object(x), Value::Object(y)) => {
-            let null = Value::Null;
-            let same = |k: &String| json_eq(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
-            x.keys().all(same) && y.keys().all(same)
-        }
+        (Value::Object(x), Value::Object(y)) => map_eq(x, y),
         _ => a == b,
     }
+}
+
+/// [`json_eq`] of two objects, without wrapping them in a [`Value`] (no copy).
+pub fn map_eq(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
+    let null = Value::Null;
+    let same = |k: &String| json_eq(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
+    x.keys().all(same) && y.keys().all(same)
 }
 
 fn number_eq(x: &Number, y: &Number) -> bool {
@@ -32,6 +36,219 @@ fn number_eq(x: &Number, y: &Number) -> bool {
     match (x.as_f64(), y.as_f64()) {
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+/// How a JSON text compares with an object, as [`text_matches`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextMatch {
+    /// The text is an object that [`json_eq`] the other.
+    pub equal: bool,
+    /// Every top-level key of the text is a key of the other (null-valued keys included).
+    pub within: bool,
+}
+
+/// Compares a JSON text with an object without building the text's tree: the same answer as
+/// parsing it and calling [`json_eq`], at the cost of one scan. `None` when the text is not JSON.
+/// The text must not repeat a key within one object (Postgres's `jsonb` never does).
+pub fn text_matches(text: &str, other: &Map<String, Value>) -> Option<TextMatch> {
+    use serde::de::DeserializeSeed;
+    let mut within = true;
+    let seed = SameMap {
+        other,
+        within: Some(&mut within),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let equal = seed.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(TextMatch { equal, within })
+}
+
+static NULL: Value = Value::Null;
+
+/// Compares whatever comes next with `other` (json_eq semantics); records in `within` whether
+/// every key of an object is one of `other`'s.
+struct Same<'a, 'w> {
+    other: &'a Value,
+    within: Option<&'w mut bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Same<'_, '_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        match self.other {
+            Value::Object(other) => SameMap {
+                other,
+                within: self.within,
+            }
+            .deserialize(d),
+            other => d.deserialize_any(SameVisitor(other)),
+        }
+    }
+}
+
+/// An object compared with `other`; anything else is unequal (and skipped).
+struct SameMap<'a, 'w> {
+    other: &'a Map<String, Value>,
+    within: Option<&'w mut bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SameMap<'_, '_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SameMap<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut equal = true;
+        let mut within = true;
+        // Keys of `other` with a non-null value that the text has: all of them, when equal.
+        let mut seen = 0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let key = key.0.as_ref();
+            let value = self.other.get(key);
+            within &= value.is_some();
+            let value = value.unwrap_or(&NULL);
+            if equal {
+                equal = map.next_value_seed(Same {
+                    other: value,
+                    within: None,
+                })?;
+                seen += usize::from(!value.is_null());
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if let Some(w) = self.within {
+            *w = within;
+        }
+        Ok(equal && seen == self.other.values().filter(|v| !v.is_null()).count())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        skip_seq(seq)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+fn skip_seq<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<bool, A::Error> {
+    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(false)
+}
+
+/// A value that is not an object, compared with whatever comes next.
+struct SameVisitor<'a>(&'a Value);
+
+impl<'de> serde::de::Visitor<'de> for SameVisitor<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+        Ok(self.0.as_bool() == Some(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+        Ok(matches!(self.0, Value::Number(n) if number_eq(n, &Number::from(v))))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+        Ok(matches!(self.0, Value::Number(n) if number_eq(n, &Number::from(v))))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+        Ok(match (self.0, Number::from_f64(v)) {
+            (Value::Number(n), Some(v)) => number_eq(n, &v),
+            _ => false,
+        })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        Ok(self.0.as_str() == Some(v))
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(self.0.is_null())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let Value::Array(items) = self.0 else {
+            return skip_seq(seq);
+        };
+        let mut items = items.iter();
+        let mut equal = true;
+        loop {
+            match items.next() {
+                Some(item) if equal => {
+                    match seq.next_element_seed(Same {
+                        other: item,
+                        within: None,
+                    })? {
+                        Some(same) => equal = same,
+                        // The text's array is shorter.
+                        None => return Ok(false),
+                    }
+                }
+                _ => {
+                    // Longer than `other`'s, or already unequal: skip the rest.
+                    let more = seq.next_element::<serde::de::IgnoredAny>()?.is_some();
+                    if !more {
+                        return Ok(equal && items.next().is_none());
+                    }
+                    equal = false;
+                }
+            }
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(false)
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -101,6 +318,66 @@ mod tests {
             assert_eq!(json_eq(&a, &b), want, "{a} vs {b}");
             assert_eq!(json_eq(&b, &a), want, "{b} vs {a}");
         }
+    }
+
+    #[test]
+    fn a_text_compares_as_its_tree_would() {
+        let values = [
+            json!(null),
+            json!(0.5),
+            json!(0.50),
+            json!(1),
+            json!(1.0),
+            json!(-3),
+            json!(18446744073709551615_u64),
+            json!("1"),
+            json!("Elliot"),
+            json!("é \" \\ \u{e9}"),
+            json!(true),
+            json!([]),
+            json!([1, 2]),
+            json!([2, 1]),
+            json!([1, 2, 3]),
+            json!([{"x": 0.5}]),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": 1, "b": null}),
+            json!({"a": 1, "b": 2}),
+            json!({"b": {"c": [1, {"d": null}]}}),
+            json!({"b": {"c": [1, {"d": 2}]}}),
+            json!({"a\n": 1}),
+        ];
+        for a in &values {
+            for b in &values {
+                let (x, y) = (json!({"k": a, "n": null}), json!({"k": b}));
+                let Value::Object(y) = y else { unreachable!() };
+                let found = text_matches(&x.to_string(), &y).expect("valid JSON");
+                assert_eq!(
+                    found.equal,
+                    json_eq(&x, &Value::Object(y.clone())),
+                    "{x} vs {b}"
+                );
+                assert!(!found.within, "{x} has a key {b} lacks");
+                if let Value::Object(b) = b {
+                    let found = text_matches(&a.to_string(), b);
+                    let want = json_eq(a, &Value::Object(b.clone()));
+                    assert_eq!(found.map(|f| f.equal), Some(want), "{a} vs {b:?}");
+                }
+            }
+        }
+        let Value::Object(body) = json!({"a": 1, "b": {"c": 2}}) else {
+            unreachable!()
+        };
+        let within = text_matches(r#"{"b": {"c": 2.0}, "a": 1}"#, &body);
+        assert_eq!(
+            within,
+            Some(TextMatch {
+                equal: true,
+                within: true
+            })
+        );
+        assert_eq!(text_matches(r#"{"a": 1"#, &body), None);
+        assert_eq!(text_matches(r#"{"a": 1} x"#, &body), None);
     }
 
     #[test]

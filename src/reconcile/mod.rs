@@ -36,9 +36,11 @@
 
 pub mod guard;
 pub mod json;
+pub mod shard;
 pub mod validate;
 pub mod voice;
 
+pub use shard::Shards;
 pub use voice::{Normalization, VoiceRules};
 
 use std::collections::{HashMap, HashSet};
@@ -110,11 +112,61 @@ pub struct DesiredAgent {
     pub deleted: bool,
     pub recorded_assistant_id: Option<String>,
     /// The body the controller last applied to the assistant (the third side of the diff).
-    pub last_applied: Option<Map<String, Value>>,
+    pub last_applied: Option<LastApplied>,
     /// A create that was sent (or about to be) and whose outcome is not known yet.
     pub intent: Option<CreateIntent>,
     /// Vapi refused this generation's voice: use the fallback voice from the start.
     pub voice_fallback: bool,
+}
+
+/// The body the controller last applied, as stored: a JSON text, compared with the desired body
+/// without a tree and parsed only when a difference needs it (an agent in sync never does).
+#[derive(Debug, Clone)]
+pub struct LastApplied {
+    text: String,
+    /// Parsed on first use; `None` when the text is not an object (that only loses the third side).
+    parsed: std::sync::OnceLock<Option<Map<String, Value>>>,
+}
+
+impl LastApplied {
+    pub fn from_text(text: String) -> Self {
+        Self {
+            text,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The body, parsed on first use; `None` when it cannot be read.
+    pub fn body(&self) -> Option<&Map<String, Value>> {
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.text).ok())
+            .as_ref()
+    }
+
+    /// How it compares with `body` (see [`json::text_matches`]); unequal when it cannot be read.
+    pub fn matches(&self, body: &Map<String, Value>) -> json::TextMatch {
+        let unreadable = json::TextMatch {
+            equal: false,
+            within: false,
+        };
+        match self.parsed.get() {
+            Some(Some(parsed)) => json::TextMatch {
+                equal: json::map_eq(parsed, body),
+                within: parsed.keys().all(|k| body.contains_key(k)),
+            },
+            Some(None) => unreadable,
+            None => json::text_matches(&self.text, body).unwrap_or(unreadable),
+        }
+    }
+}
+
+impl From<Map<String, Value>> for LastApplied {
+    fn from(body: Map<String, Value>) -> Self {
+        Self {
+            text: Value::Object(body.clone()).to_string(),
+            parsed: std::sync::OnceLock::from(Some(body)),
+        }
+    }
 }
 
 /// The record, written before a POST, that a create is in flight.
@@ -312,7 +364,8 @@ pub struct Decision {
     /// The outstanding create intent, when the action settles it (found, or to be replaced).
     pub intent: Option<CreateIntent>,
     /// The full body the assistant should have, when the spec can be sent: what a successful
-    /// action has applied (the third side of the next comparison).
+    /// action has applied (the third side of the next comparison). `None` also when the agent is
+    /// in sync and its `last_applied` already equals it: there is nothing new to record.
     pub desired: Option<Map<String, Value>>,
     /// Voice rewrites made to get `desired`.
     pub normalizations: Vec<Normalization>,
@@ -323,6 +376,8 @@ pub struct Decision {
 pub struct Stray {
     pub assistant_id: String,
     pub agent_id: Uuid,
+    /// The organization its marker names, as written there.
+    pub org_id: Option<String>,
     pub first_seen: DateTime<Utc>,
     pub action: StrayAction,
 }
@@ -347,6 +402,9 @@ pub struct Plan {
     pub managed: usize,
     /// Listed assistants without it: never touched.
     pub unmanaged: usize,
+    /// Marked assistants of organizations in shards this replica does not own: left to their
+    /// owner.
+    pub other_shards: usize,
 }
 
 /// What the plan needs besides agents and assistants.
@@ -358,6 +416,9 @@ pub struct PlanInput<'a> {
     pub known_agents: &'a HashSet<Uuid>,
     /// When each currently known orphan was first seen.
     pub orphans_seen: &'a HashMap<String, DateTime<Utc>>,
+    /// The shards this replica owns: marked assistants of other shards' organizations are
+    /// another replica's, never orphans here.
+    pub shards: &'a Shards,
     pub now: DateTime<Utc>,
     pub settings: &'a PlanSettings,
 }
@@ -372,39 +433,48 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .map(|agent| decide(agent, &index, input.now, input.settings))
         .collect();
     let known = input.known_agents;
-    let mut strays: Vec<Stray> = index
+    let mut other_shards = 0;
+    let mut strays: Vec<Stray> = Vec::new();
+    for (agent_id, a) in index
         .by_agent
         .iter()
         .filter(|(agent, _)| !known.contains(agent))
         .flat_map(|(agent, list)| list.iter().map(move |a| (*agent, *a)))
-        .map(|(agent_id, a)| {
-            let first_seen = input
-                .orphans_seen
-                .get(&a.id)
-                .copied()
-                .unwrap_or(input.now)
-                .min(input.now);
-            let until = first_seen + input.settings.orphan_grace;
-            let action = match input.settings.orphan_policy {
-                OrphanPolicy::Keep => StrayAction::Keep,
-                OrphanPolicy::Delete if until <= input.now => StrayAction::Delete,
-                OrphanPolicy::Delete => StrayAction::Wait { until },
-            };
-            Stray {
-                assistant_id: a.id.clone(),
-                agent_id,
-                first_seen,
-                action,
-            }
-        })
-        .collect();
+    {
+        let org = a.marker().and_then(|m| m.org_id);
+        if !input.shards.owns_marker(org.as_deref()) {
+            other_shards += 1;
+            continue;
+        }
+        let first_seen = input
+            .orphans_seen
+            .get(&a.id)
+            .copied()
+            .unwrap_or(input.now)
+            .min(input.now);
+        let until = first_seen + input.settings.orphan_grace;
+        let action = match input.settings.orphan_policy {
+            OrphanPolicy::Keep => StrayAction::Keep,
+            OrphanPolicy::Delete if until <= input.now => StrayAction::Delete,
+            OrphanPolicy::Delete => StrayAction::Wait { until },
+        };
+        strays.push(Stray {
+            assistant_id: a.id.clone(),
+            agent_id,
+            org_id: org,
+            first_seen,
+            action,
+        });
+    }
     strays.sort_by(|x, y| x.assistant_id.cmp(&y.assistant_id));
-    let managed = index.by_agent.values().map(Vec::len).sum();
+    let marked: usize = index.by_agent.values().map(Vec::len).sum();
+    let managed = marked - other_shards;
     Plan {
         decisions,
         strays,
         managed,
-        unmanaged: input.assistants.len() - managed,
+        other_shards,
+        unmanaged: input.assistants.len() - marked,
     }
 }
 
@@ -512,11 +582,20 @@ pub fn decide(
         .filter(|a| found.is_none_or(|(kept, _)| kept.id != a.id))
         .map(|a| a.id.clone())
         .collect();
+    // The recorded body is usually this very one: then it needs neither a tree nor a key scan.
+    let applied_now = agent
+        .last_applied
+        .as_ref()
+        .map(|l| l.matches(&body))
+        .unwrap_or(json::TextMatch {
+            equal: false,
+            within: false,
+        });
     decision.action = match (found, &agent.recorded_assistant_id, pending) {
         (Some((assistant, adopted)), _, _) => {
             // What was applied is about the recorded assistant only; an adopted one starts over.
             let applied = agent.last_applied.as_ref().filter(|_| !adopted);
-            compare(&body, assistant, adopted, applied)
+            compare(&body, assistant, adopted, applied, applied_now)
         }
         (None, _, Some(i)) => Action::AwaitCreate {
             operation_id: i.operation_id,
@@ -528,20 +607,24 @@ pub fn decide(
         },
         (None, None, None) => Action::Create { body: body.clone() },
     };
-    // Only creates copy the body: an agent in sync (the common case) costs no deep clone.
-    decision.desired = Some(body);
+    // Only creates copy the body: an agent in sync (the common case) costs no deep clone. An
+    // agent in sync whose recorded body already is this one keeps none: nothing new to record.
+    let recorded = matches!(decision.action, Action::InSync { .. }) && applied_now.equal;
+    decision.desired = (!recorded).then_some(body);
     decision
 }
 
 /// Three-way comparison: desired (the spec now), actual (the assistant) and last applied (what
 /// the controller last made the assistant). Managed keys are those desired now or applied last;
 /// a key applied last but no longer desired is cleared with `null` (Vapi stores null as
-/// "intentionally cleared"). Keys nobody manages are never looked at.
+/// "intentionally cleared"). Keys nobody manages are never looked at. `applied_now` says how the
+/// last applied body compares with `body`; the last applied body is parsed only when it matters.
 fn compare(
     body: &Map<String, Value>,
     assistant: &ActualAssistant,
     adopted: bool,
-    last_applied: Option<&Map<String, Value>>,
+    last_applied: Option<&LastApplied>,
+    applied_now: json::TextMatch,
 ) -> Action {
     // The operation id is part of the marker but not of the desired state: keep what is there.
     let metadata = match (
@@ -571,14 +654,23 @@ fn compare(
             continue;
         }
         // Per top-level key: the spec moved away from what was applied, or Vapi did.
-        let kind = match last_applied.map(|l| l.get(key).unwrap_or(&Value::Null)) {
+        let kind = match last_applied
+            .and_then(LastApplied::body)
+            .map(|l| l.get(key).unwrap_or(&Value::Null))
+        {
             Some(applied) if json::json_eq(applied, desired) => DriftKind::Actual,
             _ => DriftKind::Desired,
         };
         drift.extend(paths.into_iter().map(|path| Drift { path, kind }));
         patch.insert(key.clone(), desired.clone());
     }
-    for key in last_applied.iter().flat_map(|l| l.keys()) {
+    // Every key of a last applied body within `body` is still desired: nothing was removed.
+    let removed_from = last_applied.filter(|_| !(applied_now.equal && applied_now.within));
+    for key in removed_from
+        .and_then(LastApplied::body)
+        .iter()
+        .flat_map(|l| l.keys())
+    {
         let owned = key == "name" || key == "metadata";
         let cleared = assistant.body.get(key).is_none_or(Value::is_null);
         if !owned && !body.contains_key(key) && !cleared {
@@ -664,16 +756,8 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
         }
         body.insert("voice".to_owned(), voice);
     }
-    problems.extend(validate::validate_spec(
-        &body
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(k.as_str(), "name" | "metadata") && !SERVER_FIELDS.contains(&k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        &agent.name,
-    ));
+    // `validate_spec` skips `name`, `metadata` and the server fields itself (reported above).
+    problems.extend(validate::validate_spec(&body, &agent.name));
     if !problems.is_empty() {
         return Err(problems);
     }

@@ -52,12 +52,23 @@ fn plan_with(
     seen: &HashMap<String, DateTime<Utc>>,
     settings: &PlanSettings,
 ) -> Plan {
+    plan_sharded(agents, listed, seen, settings, &Shards::all(1))
+}
+
+fn plan_sharded(
+    agents: &[DesiredAgent],
+    listed: &[ActualAssistant],
+    seen: &HashMap<String, DateTime<Utc>>,
+    settings: &PlanSettings,
+    shards: &Shards,
+) -> Plan {
     let known: HashSet<Uuid> = agents.iter().map(|a| a.id).collect();
     plan(&PlanInput {
         agents,
         assistants: listed,
         known_agents: &known,
         orphans_seen: seen,
+        shards,
         now: now(),
         settings,
     })
@@ -508,6 +519,32 @@ fn orphans_wait_out_their_grace_then_go_and_unmanaged_are_never_touched() {
 }
 
 #[test]
+fn a_replica_sees_orphans_of_its_own_shards_only() {
+    // The agents of other shards are not loaded here, so their assistants look unknown: they
+    // must be left to their owner, never taken for orphans.
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let org: Uuid = ORG.parse().expect("uuid");
+    let home = shard::shard_of(org, 4);
+    let mine = Shards::some(4, [home]);
+    let others = Shards::some(4, (0..4).filter(|s| *s != home));
+    let old = now() - TimeDelta::minutes(20);
+    let seen = HashMap::from([("theirs-or-mine".to_owned(), old)]);
+    let listed = vec![
+        marked("theirs-or-mine", t0, GONE_AGENT, None),
+        marked("ours", t0, AGENT, None),
+    ];
+    let agents = [agent(spec(), Some("ours"))];
+    let p = plan_sharded(&agents, &listed, &seen, &settings(), &mine);
+    assert_eq!(p.strays.len(), 1);
+    assert_eq!(p.strays[0].org_id.as_deref(), Some(ORG));
+    assert_eq!((p.managed, p.other_shards), (2, 0));
+    // The replica owning the other shards does not know AGENT either: both are another's.
+    let p = plan_sharded(&[], &listed, &seen, &settings(), &others);
+    assert!(p.strays.is_empty(), "{:?}", p.strays);
+    assert_eq!((p.managed, p.other_shards, p.unmanaged), (0, 2, 0));
+}
+
+#[test]
 fn guard_counts_only_what_would_run() {
     let t0 = "2026-11-21T10:00:00.000Z";
     let settings_guard = GuardSettings {
@@ -606,7 +643,7 @@ fn three_way_drift() {
     let mut applied = expected_body();
     applied.insert("endCallMessage".into(), json!("Goodbye."));
     let with_applied = |spec: Value| DesiredAgent {
-        last_applied: Some(applied.clone()),
+        last_applied: Some(applied.clone().into()),
         ..agent(spec, Some("a1"))
     };
     let actual_with_end = with(in_sync_body(), "endCallMessage", json!("Goodbye."));

@@ -24,14 +24,14 @@ impl Store {
     /// requested since the last one applied (they are stamped applied here).
     pub async fn record_credential_health(
         &self,
-        fence: &Fence,
+        fences: &[Fence],
         rows: &[CredentialHealth],
     ) -> Result<Vec<String>, StoreError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let col = |f: fn(&CredentialHealth) -> String| rows.iter().map(f).collect::<Vec<_>>();
-        let mut tx = self.fenced(fence).await?;
+        let mut tx = self.fenced(fences).await?;
         let reset: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
             "insert into credential_health as h
                  (fingerprint, scope, breaker_state, consecutive_failures, open_until,

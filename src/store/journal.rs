@@ -32,6 +32,8 @@ impl JournalOutcome {
 pub struct JournalEntry {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// The lease (the shard's) whose epoch this is.
+    pub lease: String,
     pub epoch: i64,
     pub holder: String,
     pub org_id: Option<Uuid>,
@@ -52,6 +54,7 @@ pub(super) async fn append(pool: &PgPool, entries: &[JournalEntry]) -> Result<()
     let n = entries.len();
     let mut started = Vec::with_capacity(n);
     let mut finished = Vec::with_capacity(n);
+    let mut leases = Vec::with_capacity(n);
     let mut epochs = Vec::with_capacity(n);
     let mut holders = Vec::with_capacity(n);
     let mut orgs = Vec::with_capacity(n);
@@ -65,6 +68,7 @@ pub(super) async fn append(pool: &PgPool, entries: &[JournalEntry]) -> Result<()
     for e in entries {
         started.push(e.started_at);
         finished.push(e.finished_at);
+        leases.push(e.lease.as_str());
         epochs.push(e.epoch);
         holders.push(e.holder.as_str());
         orgs.push(e.org_id);
@@ -78,10 +82,10 @@ pub(super) async fn append(pool: &PgPool, entries: &[JournalEntry]) -> Result<()
     }
     sqlx::query(
         "insert into journal (started_at, finished_at, epoch, holder, org_id, agent_id, generation,
-                              action, outcome, assistant_id, operation_id, why)
+                              action, outcome, assistant_id, operation_id, why, lease)
          select * from unnest($1::timestamptz[], $2::timestamptz[], $3::int8[], $4::text[],
                               $5::uuid[], $6::uuid[], $7::int8[], $8::text[], $9::text[],
-                              $10::text[], $11::uuid[], $12::text[])",
+                              $10::text[], $11::uuid[], $12::text[], $13::text[])",
     )
     .bind(&started)
     .bind(&finished)
@@ -95,6 +99,7 @@ pub(super) async fn append(pool: &PgPool, entries: &[JournalEntry]) -> Result<()
     .bind(&assistants)
     .bind(&operations)
     .bind(&whys)
+    .bind(&leases)
     .execute(pool)
     .await?;
     Ok(())

@@ -22,6 +22,8 @@ mod org_keys;
 
 pub use org_keys::{OrgKeyError, OrgKeyInfo};
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
@@ -30,7 +32,7 @@ use uuid::Uuid;
 
 use crate::leader::Fence;
 use crate::reconcile::guard::Impact;
-use crate::reconcile::{CreateIntent, DesiredAgent, Mode};
+use crate::reconcile::{CreateIntent, DesiredAgent, LastApplied, Mode, Shards};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -101,7 +103,6 @@ pub struct RecordedStatus {
     pub state: Option<SyncState>,
     pub reason: String,
     pub drift: Vec<String>,
-    pub applied: Option<serde_json::Map<String, Value>>,
 }
 
 /// One row to write to `agent_status`.
@@ -159,12 +160,8 @@ impl AgentRow {
                 assistant_id: self.assistant_id.clone(),
                 observed_generation,
                 state: self.state.as_deref().and_then(SyncState::parse),
-                reason: self.reason.clone().unwrap_or_default(),
-                drift: self.drift.clone().unwrap_or_default(),
-                applied: self
-                    .applied
-                    .as_deref()
-                    .and_then(|a| serde_json::from_str(a).ok()),
+                reason: self.reason.unwrap_or_default(),
+                drift: self.drift.unwrap_or_default(),
             });
         let intent = match (
             self.operation_id,
@@ -196,14 +193,28 @@ impl AgentRow {
                     .any(|n| n.ends_with(&format!("({})", crate::reconcile::FALLBACK_RULE))),
             recorded_assistant_id: self.assistant_id,
             // Written by the controller itself; an unreadable one only loses the third side.
-            last_applied: self
-                .applied
-                .as_deref()
-                .and_then(|a| serde_json::from_str(a).ok()),
+            last_applied: self.applied.map(LastApplied::from_text),
             intent,
         };
         (agent, recorded)
     }
+}
+
+/// A marked assistant whose agent no longer exists, as a pass saw it.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub assistant_id: String,
+    pub agent_id: Uuid,
+    /// The organization its marker names, when that is an id.
+    pub org_id: Option<Uuid>,
+    pub first_seen: DateTime<Utc>,
+}
+
+fn owned(shards: &Shards) -> Vec<i32> {
+    shards
+        .owned()
+        .map(|s| i32::try_from(s).unwrap_or(i32::MAX))
+        .collect()
 }
 
 #[derive(Clone)]
@@ -222,8 +233,11 @@ impl Store {
 
     /// Every agent, deleted ones included (their assistants are the controller's to delete, even
     /// one that appears late), with its recorded status and create intent, in one query.
+    ///
+    /// Only the organizations of `shards` (the hash is `vapi_reconciler_shard`).
     pub async fn load_agents(
         &self,
+        shards: &Shards,
     ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
         let rows: Vec<AgentRow> = sqlx::query_as(
             "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
@@ -235,34 +249,54 @@ impl Store {
              from agents a
              left join agent_status s on s.agent_id = a.id
              left join create_intents i on i.agent_id = a.id
+             where $1 or vapi_reconciler_shard(a.org_id, $2) = any($3)
              order by a.org_id, a.id",
         )
+        .bind(shards.is_all())
+        .bind(i32::try_from(shards.count()).unwrap_or(i32::MAX))
+        .bind(owned(shards))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(AgentRow::split).collect())
     }
 
-    /// Starts a transaction that holds the lease row (share lock) at the fence's epoch.
-    async fn fenced(&self, fence: &Fence) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let epoch: Option<i64> =
-            sqlx::query_scalar("select epoch from leader_lease where name = $1 for share")
-                .bind(&fence.name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if epoch != Some(fence.epoch) {
+    /// Starts a transaction that holds every fence's lease row (share lock) at its epoch: the
+    /// write commits only while none of the leases it relies on has moved on.
+    async fn fenced(&self, fences: &[Fence]) -> Result<Transaction<'static, Postgres>, StoreError> {
+        if fences.is_empty() {
             return Err(StoreError::Fenced {
-                name: fence.name.clone(),
-                epoch: fence.epoch,
+                name: String::new(),
+                epoch: -1,
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        let names: Vec<&str> = fences.iter().map(|f| f.name.as_str()).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select name, epoch from leader_lease where name = any($1) order by name for share",
+        )
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+        let epochs: HashMap<&str, i64> = rows.iter().map(|(n, e)| (n.as_str(), *e)).collect();
+        if let Some(stale) = fences
+            .iter()
+            .find(|f| epochs.get(f.name.as_str()) != Some(&f.epoch))
+        {
+            return Err(StoreError::Fenced {
+                name: stale.name.clone(),
+                epoch: stale.epoch,
             });
         }
         Ok(tx)
     }
 
     /// Records create intents before their POSTs are sent.
+    ///
+    /// `epoch` is the epoch of the lease the agent's shard is written under.
     pub async fn record_intents(
         &self,
-        fence: &Fence,
+        fences: &[Fence],
+        epoch: i64,
         intents: &[(Uuid, CreateIntent)],
     ) -> Result<(), StoreError> {
         if intents.is_empty() {
@@ -272,7 +306,7 @@ impl Store {
         let operations: Vec<Uuid> = intents.iter().map(|(_, i)| i.operation_id).collect();
         let generations: Vec<i64> = intents.iter().map(|(_, i)| i.generation).collect();
         let started: Vec<DateTime<Utc>> = intents.iter().map(|(_, i)| i.started_at).collect();
-        let mut tx = self.fenced(fence).await?;
+        let mut tx = self.fenced(fences).await?;
         sqlx::query(
             "insert into create_intents (agent_id, operation_id, generation, epoch, started_at)
              select u.agent_id, u.operation_id, u.generation, $5, u.started_at
@@ -288,7 +322,7 @@ impl Store {
         .bind(&operations)
         .bind(&generations)
         .bind(&started)
-        .bind(fence.epoch)
+        .bind(epoch)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -299,14 +333,14 @@ impl Store {
     /// transaction. Status rows for agents purged meanwhile are skipped.
     pub async fn write_outcomes(
         &self,
-        fence: &Fence,
+        fences: &[Fence],
         updates: &[StatusUpdate],
         settled_intents: &[Uuid],
     ) -> Result<(), StoreError> {
         if updates.is_empty() && settled_intents.is_empty() {
             return Ok(());
         }
-        let mut tx = self.fenced(fence).await?;
+        let mut tx = self.fenced(fences).await?;
         if !settled_intents.is_empty() {
             sqlx::query("delete from create_intents where agent_id = any($1)")
                 .bind(settled_intents)
@@ -319,9 +353,7 @@ impl Store {
     }
 
     /// When each currently known orphan was first seen.
-    pub async fn orphan_sightings(
-        &self,
-    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, StoreError> {
+    pub async fn orphan_sightings(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let rows: Vec<(String, DateTime<Utc>)> =
             sqlx::query_as("select assistant_id, first_seen_at from orphan_sightings")
                 .fetch_all(&self.pool)
@@ -329,33 +361,63 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// Replaces the sightings with this pass's orphans, keeping first-seen times.
+    /// Replaces the sightings of `shards` with this pass's orphans, keeping first-seen times;
+    /// other shards' sightings are their owners'.
     pub async fn record_orphans(
         &self,
-        fence: &Fence,
-        orphans: &[(String, Uuid, DateTime<Utc>)],
+        fences: &[Fence],
+        shards: &Shards,
+        orphans: &[Orphan],
     ) -> Result<(), StoreError> {
-        let ids: Vec<&str> = orphans.iter().map(|(a, _, _)| a.as_str()).collect();
-        let agents: Vec<Uuid> = orphans.iter().map(|(_, g, _)| *g).collect();
-        let seen: Vec<DateTime<Utc>> = orphans.iter().map(|(_, _, t)| *t).collect();
-        let mut tx = self.fenced(fence).await?;
-        sqlx::query("delete from orphan_sightings where assistant_id <> all($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        let ids: Vec<&str> = orphans.iter().map(|o| o.assistant_id.as_str()).collect();
+        let agents: Vec<Uuid> = orphans.iter().map(|o| o.agent_id).collect();
+        let orgs: Vec<Option<Uuid>> = orphans.iter().map(|o| o.org_id).collect();
+        let seen: Vec<DateTime<Utc>> = orphans.iter().map(|o| o.first_seen).collect();
+        let mut tx = self.fenced(fences).await?;
         sqlx::query(
-            "insert into orphan_sightings (assistant_id, agent_id, first_seen_at, last_seen_at)
-             select u.assistant_id, u.agent_id, u.first_seen, now()
-             from unnest($1::text[], $2::uuid[], $3::timestamptz[])
-                  as u(assistant_id, agent_id, first_seen)
+            "delete from orphan_sightings
+             where assistant_id <> all($1)
+               and ($2 or coalesce(vapi_reconciler_shard(org_id, $3), 0) = any($4))",
+        )
+        .bind(&ids)
+        .bind(shards.is_all())
+        .bind(i32::try_from(shards.count()).unwrap_or(i32::MAX))
+        .bind(owned(shards))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "insert into orphan_sightings
+                 (assistant_id, agent_id, org_id, first_seen_at, last_seen_at)
+             select u.assistant_id, u.agent_id, u.org_id, u.first_seen, now()
+             from unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[])
+                  as u(assistant_id, agent_id, org_id, first_seen)
              on conflict (assistant_id) do update set last_seen_at = now()",
         )
         .bind(&ids)
         .bind(&agents)
+        .bind(&orgs)
         .bind(&seen)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The organization of an agent, if it exists.
+    pub async fn org_of_agent(&self, agent: Uuid) -> Result<Option<Uuid>, StoreError> {
+        Ok(
+            sqlx::query_scalar("select org_id from agents where id = $1")
+                .bind(agent)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Wakes every replica's loop (each listens on the channel the triggers notify).
+    pub async fn notify_replicas(&self) -> Result<(), StoreError> {
+        sqlx::query("select pg_notify('vapi_reconciler', 'reconcile')")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -419,13 +481,13 @@ impl Store {
     /// Records a blocked pass; an open block with the same counts is refreshed, not repeated.
     pub async fn record_guard_block(
         &self,
-        fence: &Fence,
+        fences: &[Fence],
         impact: &Impact,
         sample: &Value,
     ) -> Result<i64, StoreError> {
         let deletes = i64::try_from(impact.deletes).unwrap_or(i64::MAX);
         let recreates = i64::try_from(impact.recreates).unwrap_or(i64::MAX);
-        let mut tx = self.fenced(fence).await?;
+        let mut tx = self.fenced(fences).await?;
         let open: Option<i64> = sqlx::query_scalar(
             "update guard_blocks set last_seen_at = now(), sample = $3
              where id = (select max(id) from guard_blocks where confirmed_at is null)
@@ -444,7 +506,7 @@ impl Store {
                     "insert into guard_blocks (epoch, deletes, recreates, fleet, \"limit\", sample)
                      values ($1, $2, $3, $4, $5, $6) returning id",
                 )
-                .bind(fence.epoch)
+                .bind(fences.first().map_or(-1, |f| f.epoch))
                 .bind(deletes)
                 .bind(recreates)
                 .bind(i64::try_from(impact.fleet).unwrap_or(i64::MAX))
