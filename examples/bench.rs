@@ -710,7 +710,10 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
         sqlx::query_as("select agent_id, assistant_id from agent_status order by agent_id")
             .fetch_all(&env.pool)
             .await?;
-    let passes0 = status.borrow_and_update().passes;
+    let (passes0, focused0) = {
+        let s = status.borrow_and_update();
+        (s.passes, s.focused_passes)
+    };
 
     env.sim.sim.reset_counters();
     let mut samples = Vec::with_capacity(args.edits);
@@ -740,7 +743,10 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
             timeouts += 1;
         }
     }
-    let passes = status.borrow().passes - passes0;
+    let (passes, focused) = {
+        let s = status.borrow();
+        (s.passes - passes0, s.focused_passes - focused0)
+    };
     let counters = env.sim.sim.counters();
     cancel.cancel();
     let _ = run.await;
@@ -759,7 +765,7 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
     let bound = latency.as_secs_f64() * 1000.0 + 50.0;
     let (p50, p99) = (pct(0.50), pct(0.99));
     let note = format!(
-        "{} edits measured, {timeouts} timed out (10 s); {passes} passes; Vapi calls during edits: \
+        "{} edits measured, {timeouts} timed out (10 s); {passes} full and {focused} focused passes; Vapi calls during edits: \
          {} LIST, {} PATCH, {} other",
         samples.len(),
         counters.total("GET", "/assistant"),

@@ -325,6 +325,7 @@ async fn status(State(api): State<Api>) -> Response {
                 "role": loop_status.role,
                 "epoch": loop_status.epoch,
                 "passes": loop_status.passes,
+                "focusedPasses": loop_status.focused_passes,
                 "lastPass": loop_status.last_pass,
                 "lastPassFinishedAt": loop_status.last_pass_finished_at,
                 "lastError": loop_status.last_error,

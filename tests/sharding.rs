@@ -176,11 +176,13 @@ async fn until_synced(pool: &PgPool, replicas: &mut [&mut Replica], agents: &[Uu
         if synced_at(pool, agents).await == agents.len() {
             return;
         }
-        let passes: Vec<u64> = replicas.iter().map(|r| r.status.borrow().passes).collect();
+        // Full passes, and focused ones over agents a notification named.
+        let done = |s: &LoopStatus| s.passes + s.focused_passes;
+        let passes: Vec<u64> = replicas.iter().map(|r| done(&r.status.borrow())).collect();
         let wait = async {
             futures::future::select_all(replicas.iter_mut().zip(passes).map(|(r, seen)| {
                 Box::pin(async move {
-                    let _ = r.status.wait_for(|s| s.passes > seen).await;
+                    let _ = r.status.wait_for(|s| done(s) > seen).await;
                 })
             }))
             .await

@@ -1,9 +1,13 @@
 //! Wakes the loop when the database says something changed (`LISTEN vapi_reconciler`): a saved
 //! agent, an org key, an operator's breaker reset or guard confirmation.
 //!
-//! Notifications sent while the connection is down are lost, so every (re)connect also wakes the
-//! loop: the pass it triggers reads the whole desired state, which is the catch-up — nothing
-//! narrower can be missed. The periodic resync stays as the backstop.
+//! A notification that names agents (a small save) asks for those agents only; anything else asks
+//! for a full pass (see [`Activator::notified`]).
+//!
+//! Notifications sent while the connection is down are lost, so every (re)connect asks for a full
+//! pass: it reads the whole desired state of the shards owned and compares each agent's
+//! `generation` with the `observed_generation` its status recorded, which is the catch-up
+//! cursor — nothing narrower can be missed. The periodic resync stays as the backstop.
 
 use std::time::Duration;
 
@@ -16,7 +20,8 @@ use super::Activator;
 pub const CHANNEL: &str = "vapi_reconciler";
 
 /// Runs until `cancel`; never gives up on the database.
-/// `on_change` gets each notification's payload (the table that changed).
+/// `on_change` gets each notification's payload (the table that changed, and for a small save
+/// of agents their ids) before the loop is woken for it.
 pub async fn listen(
     pool: PgPool,
     activator: Activator,
@@ -57,9 +62,9 @@ pub async fn listen(
             };
             match next {
                 Ok(Some(n)) => {
-                    tracing::debug!(table = n.payload(), "change notified");
+                    tracing::debug!(payload = n.payload(), "change notified");
                     on_change(n.payload());
-                    activator.activate();
+                    activator.notified(n.payload());
                 }
                 // The connection dropped; try_recv reconnects on the next call. Catch up.
                 Ok(None) => {

@@ -1,8 +1,13 @@
 //! The controller loop: stand by until this replica owns shards (one shard: leads), then a pass
 //! at once and one every resync interval (with jitter), over the shards it owns at that moment.
 //!
-//! A pass takes no input but its shards: it always looks at their whole desired state, so
-//! whatever wakes the loop only changes *when* work happens, never *what* is looked at. A pass
+//! A full pass takes no input but its shards: it always looks at their whole desired state. A
+//! notification that names a few saved agents wakes a *focused* pass over just those, planned
+//! against what their statuses record as applied (no listing: a save costs one PATCH); agents it
+//! cannot vouch for, and a focused PATCH that finds its assistant gone, ask for a full pass right
+//! after. Everything else that wakes the loop (the resync timer, a reconnect, an HTTP trigger, a
+//! changed key, a shard taken) asks for a full pass, which covers whatever was asked before it
+//! began. A pass
 //! stops starting writes when shutdown begins or when any of its leases is lost, lets in-flight
 //! calls finish and records their outcomes. Shards are handed over only between passes.
 
@@ -29,7 +34,7 @@ pub use activator::Activator;
 pub use execute::Gate;
 pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, Rejection};
 pub use outcome::{Outcome, Reason};
-pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, run_pass};
+pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, Scope, run_pass};
 pub use preview::{Change, PlanFilter, PlanView};
 
 use crate::credentials::{LoadedKey, PlatformKey};
@@ -37,7 +42,7 @@ use crate::leader::{Fence, Leadership};
 use crate::metrics::{self, Metrics};
 use crate::resilience::Backoff;
 use crate::sharding::{Owned, Ownership, ShardElector};
-use crate::store::{CredentialHealth, Store};
+use crate::store::{CredentialHealth, Store, SyncState};
 use crate::vapi::VapiClient;
 use crate::vault::Keyring;
 use requeue::Requeue;
@@ -89,6 +94,8 @@ pub struct LoopStatus {
     pub passes: u64,
     /// Passes begun; a trigger's pass is the first to begin after it.
     pub passes_started: u64,
+    /// Focused passes finished (over agents a notification named; not in `passes`).
+    pub focused_passes: u64,
     pub last_pass: Option<PassReport>,
     pub last_error: Option<String>,
     pub last_pass_finished_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -254,7 +261,7 @@ impl Controller {
             holder: &self.holder,
             cancel,
         };
-        let result = run_pass(&ctx).await;
+        let result = run_pass(&ctx, Scope::All).await;
         let credentials = self.lanes.statuses();
         self.export(result.as_ref().ok(), &credentials);
         if self.health_due(&credentials) {
@@ -299,6 +306,54 @@ impl Controller {
         }
         self.trim_journal().await;
         result
+    }
+
+    /// A focused pass over `agents` of the shards of `owner` (see [`Scope::Agents`]). It records
+    /// their outcomes but leaves the fleet's gauges and `last_pass` to full passes. Returns
+    /// whether a full pass is needed at once: for agents it left alone, or an assistant found
+    /// gone.
+    pub async fn pass_focused(
+        &self,
+        owner: &Ownership,
+        agents: &[Uuid],
+        cancel: &CancellationToken,
+    ) -> Result<bool, PassError> {
+        let platform = self.platform.current();
+        let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
+        let ctx = PassContext {
+            store: &self.store,
+            lanes: &self.lanes,
+            platform: &platform,
+            org_keys: &org_keys,
+            requeue: &self.requeue,
+            metrics: self.metrics.as_ref(),
+            settings: &self.settings,
+            owner,
+            gate: owner,
+            holder: &self.holder,
+            cancel,
+        };
+        let report = run_pass(&ctx, Scope::Agents(agents)).await;
+        self.status.send_modify(|s| s.focused_passes += 1);
+        let r = match report {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, kind = e.kind(), "focused pass failed; a full pass follows");
+                return Ok(true);
+            }
+        };
+        tracing::info!(
+            named = agents.len(),
+            in_sync = r.in_sync,
+            patched = r.patched,
+            failed = r.failed,
+            deferred = r.deferred,
+            left_to_full_pass = r.left_to_full_pass,
+            duration_ms = r.duration.as_millis() as u64,
+            "focused pass complete"
+        );
+        let gone = r.states.values().any(|s| *s == SyncState::Pending);
+        Ok(r.left_to_full_pass > 0 || gone)
     }
 
     /// Sets the pass-level gauges.
@@ -526,6 +581,8 @@ impl Controller {
         cancel: &CancellationToken,
     ) {
         let mut leading: Vec<u32> = Vec::new();
+        // The first pass over what is owned is a full one.
+        let mut full_due = true;
         while !cancel.is_cancelled() {
             // Held while reading what is owned and passing over it: shards are handed over only
             // between passes.
@@ -554,8 +611,25 @@ impl Controller {
                     stop.cancel();
                     std::future::pending::<()>().await;
                 };
+                let wanted = self.activator.take();
+                let focused: Option<Vec<Uuid>> =
+                    (!(full_due || wanted.all)).then(|| wanted.agents.into_iter().collect());
+                full_due = false;
+                let run = async {
+                    match &focused {
+                        None => {
+                            let _ = self.pass_owned(ownership, &stop).await;
+                            false
+                        }
+                        Some(ids) if ids.is_empty() => false,
+                        Some(ids) => self
+                            .pass_focused(ownership, ids, &stop)
+                            .await
+                            .unwrap_or(true),
+                    }
+                };
                 tokio::select! {
-                    _ = self.pass_owned(ownership, &stop) => {}
+                    more = run => if more { self.activator.activate() },
                     () = link => {}
                 }
             }
@@ -567,9 +641,14 @@ impl Controller {
                 (false, None) => tokio::time::Instant::now() + self.config.resync_interval,
             };
             tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
+                () = tokio::time::sleep_until(wake) => full_due = true,
                 () = self.activator.activated(), if ownership.is_some() => {}
-                changed = owned.changed() => if changed.is_err() { break },
+                changed = owned.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    full_due = true;
+                }
                 () = cancel.cancelled() => {}
             }
         }

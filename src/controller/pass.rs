@@ -8,6 +8,11 @@
 //!                                                                                     │
 //!                       journal (append) + status & settled intents (fenced) ◀────────┘
 //! ```
+//! A focused pass ([`Scope::Agents`], for a small save the database named) skips the listing:
+//! each named agent is planned against the assistant its status records, as last applied
+//! ([`reconcile::assume_applied`]), so a save costs one PATCH. Agents it cannot vouch for that
+//! way (new, deleted, a create in flight) are counted in `left_to_full_pass` for a full pass.
+//!
 //! A pass never stops for one agent: each decision ends in an outcome, failures included.
 //! There are no retry loops inside a pass; the next pass is the retry. The blast-radius guard
 //! stops a pass before its first write when it would destroy too much, until an operator confirms.
@@ -70,6 +75,8 @@ pub struct PassReport {
     pub missing: usize,
     /// Agents whose assistant differs from the spec.
     pub diverged: usize,
+    /// Agents a focused pass was asked for but left to a full pass.
+    pub left_to_full_pass: usize,
     /// Extra marked assistants of agents.
     pub duplicates: usize,
     /// Every agent's state after this pass, for the metrics.
@@ -155,6 +162,15 @@ pub struct PassContext<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+/// What a pass looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'s> {
+    /// Every agent of the shards owned, against every key's listing.
+    All,
+    /// These agents only, against the assistants their statuses record: no listing, no orphans.
+    Agents(&'s [Uuid]),
+}
+
 /// Outcomes are flushed in batches of at most this many, as they arrive.
 const STATUS_BATCH: usize = 500;
 
@@ -175,7 +191,7 @@ pub(super) struct Survey {
     pub(super) names: HashMap<Uuid, String>,
 }
 
-pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
+pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassReport, PassError> {
     let Survey {
         started,
         mut report,
@@ -186,7 +202,7 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
         early,
         orphans_known,
         names: _,
-    } = survey(ctx).await?;
+    } = survey(ctx, scope).await?;
     if !plan.strays.is_empty() || orphans_known {
         let sightings: Vec<_> = plan
             .strays
@@ -220,14 +236,25 @@ pub async fn run_pass(ctx: &PassContext<'_>) -> Result<PassReport, PassError> {
     .await
 }
 
-/// Reads the desired state, lists every key's assistants and plans; writes nothing.
-pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
+/// Reads the desired state, lists every key's assistants (or, focused, stands in for the
+/// listing) and plans; writes nothing.
+pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Survey, PassError> {
     let started = Instant::now();
-    let rows = ctx.store.load_agents(ctx.owner.shards()).await?;
     let mut report = PassReport {
         dry_run: ctx.settings.dry_run,
         ..PassReport::default()
     };
+    let rows = match scope {
+        Scope::All => ctx.store.load_agents(ctx.owner.shards()).await?,
+        Scope::Agents(ids) => {
+            let mut rows = ctx.store.load_agents_by_id(ctx.owner.shards(), ids).await?;
+            let loaded = rows.len();
+            rows.retain(|(a, _)| reconcile::assume_applied(a).is_some());
+            report.left_to_full_pass = loaded - rows.len();
+            rows
+        }
+    };
+    let full = matches!(scope, Scope::All);
     report.deleted_agents = rows.iter().filter(|(a, _)| a.deleted).count();
     report.agents = rows.len() - report.deleted_agents;
     let mut recorded: HashMap<Uuid, RecordedStatus> = HashMap::with_capacity(rows.len());
@@ -273,22 +300,34 @@ pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
             .1
             .push(agent);
     }
-    // The platform key is listed even with no agent on it: its orphans are found only so.
-    let platform = &ctx.platform.key;
-    groups
-        .entry(platform.fingerprint().to_owned())
-        .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
-    let in_use: HashSet<String> = groups.keys().cloned().collect();
-    ctx.lanes.retain(&in_use);
-
-    let orphans_seen = ctx.store.orphan_sightings().await?;
+    let orphans_seen = if full {
+        // The platform key is listed even with no agent on it: its orphans are found only so.
+        let platform = &ctx.platform.key;
+        groups
+            .entry(platform.fingerprint().to_owned())
+            .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
+        // Only a full pass knows every key in use.
+        let in_use: HashSet<String> = groups.keys().cloned().collect();
+        ctx.lanes.retain(&in_use);
+        ctx.store.orphan_sightings().await?
+    } else {
+        HashMap::new()
+    };
     let now = Utc::now();
     let mut plan = Plan::default();
     let mut decision_lanes = Vec::new();
     let mut stray_lanes = Vec::new();
     let mut list_errors = Vec::new();
     for (lane, agents) in groups.into_values() {
-        let assistants = match list(&lane).await {
+        let listed = if full {
+            list(&lane).await
+        } else {
+            Ok(agents
+                .iter()
+                .filter_map(reconcile::assume_applied)
+                .collect())
+        };
+        let assistants = match listed {
             Ok(assistants) => assistants,
             Err(err) => {
                 // Without the actual state nothing can be decided; every agent says why, except
@@ -316,7 +355,9 @@ pub(super) async fn survey(ctx: &PassContext<'_>) -> Result<Survey, PassError> {
                 continue;
             }
         };
-        report.assistants_listed += assistants.len();
+        if full {
+            report.assistants_listed += assistants.len();
+        }
         let part = reconcile::plan(&PlanInput {
             agents: &agents,
             assistants: &assistants,

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::execute::Gate;
-use super::pass::{PassContext, PassError, survey};
+use super::pass::{PassContext, PassError, Scope, survey};
 use crate::reconcile::guard::{self, Impact};
 use crate::reconcile::{Action, Drift, Mode, StrayAction, describe_normalization};
 
@@ -88,7 +88,7 @@ pub(super) async fn preview(
     ctx: &PassContext<'_>,
     filter: &PlanFilter,
 ) -> Result<PlanView, PassError> {
-    let survey = survey(ctx).await?;
+    let survey = survey(ctx, Scope::All).await?;
     let enforcing = |mode: Mode| mode == Mode::Enforce && !ctx.settings.dry_run;
     let mut view = PlanView {
         changes: Vec::new(),

@@ -233,6 +233,27 @@ impl ActualAssistant {
     }
 }
 
+/// The assistant an agent's status says it has, as the controller last left it: its recorded id
+/// with the body last applied to it. A focused pass plans against this instead of a listing, so
+/// a small save costs one PATCH and no LIST; what Vapi changed behind the controller's back is
+/// the full pass's to find, as it would be without the save.
+///
+/// `None` when the status cannot stand in for the listing: no assistant recorded, no readable
+/// last-applied body, a create in flight, or the agent deleted (deleting must see every
+/// assistant of it).
+pub fn assume_applied(agent: &DesiredAgent) -> Option<ActualAssistant> {
+    if agent.deleted || agent.intent.is_some() {
+        return None;
+    }
+    let id = agent.recorded_assistant_id.clone()?;
+    let body = agent.last_applied.as_ref()?.body()?.clone();
+    Some(ActualAssistant {
+        id,
+        created_at: String::new(),
+        body,
+    })
+}
+
 /// Knobs of the plan.
 #[derive(Debug, Clone)]
 pub struct PlanSettings {

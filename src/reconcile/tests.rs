@@ -717,3 +717,69 @@ fn three_way_drift() {
         }
     }
 }
+
+#[test]
+fn a_focused_plan_patches_what_the_spec_changed_since_the_last_apply() {
+    let applied = expected_body();
+    let saved = DesiredAgent {
+        last_applied: Some(applied.clone().into()),
+        ..agent(with(spec(), "firstMessage", json!("Hi!")), Some("a1"))
+    };
+    let stand_in = assume_applied(&saved).expect("recorded assistant and applied body");
+    assert_eq!((stand_in.id.as_str(), &stand_in.body), ("a1", &applied));
+    match plan_one(&saved, &[stand_in]).action {
+        Action::Patch {
+            assistant_id,
+            patch,
+            drift,
+            adopted,
+        } => {
+            assert_eq!((assistant_id.as_str(), adopted), ("a1", false));
+            assert_eq!(Value::Object(patch), json!({"firstMessage": "Hi!"}));
+            assert_eq!(drift, vec![d("firstMessage")]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // What the status cannot stand in for is left to a full pass.
+    let cases = [
+        (
+            "no assistant recorded",
+            DesiredAgent {
+                recorded_assistant_id: None,
+                ..saved.clone()
+            },
+        ),
+        (
+            "nothing applied yet",
+            DesiredAgent {
+                last_applied: None,
+                ..saved.clone()
+            },
+        ),
+        (
+            "an unreadable applied body",
+            DesiredAgent {
+                last_applied: Some(LastApplied::from_text("[1]".to_owned())),
+                ..saved.clone()
+            },
+        ),
+        (
+            "a create in flight",
+            DesiredAgent {
+                intent: Some(intent("2026-11-21T11:59:00Z")),
+                ..saved.clone()
+            },
+        ),
+        (
+            "deleted",
+            DesiredAgent {
+                deleted: true,
+                ..saved.clone()
+            },
+        ),
+    ];
+    for (name, agent) in cases {
+        assert!(assume_applied(&agent).is_none(), "{name}");
+    }
+}

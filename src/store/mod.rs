@@ -210,6 +210,17 @@ pub struct Orphan {
     pub first_seen: DateTime<Utc>,
 }
 
+/// An agent with its recorded status and create intent; a `where` clause follows.
+const AGENTS: &str = "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
+        a.management_mode, a.deleted_at is not null as deleted,
+        s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
+        s.applied::text as applied, s.normalizations,
+        i.operation_id, i.generation as intent_generation,
+        i.started_at as intent_started_at
+    from agents a
+    left join agent_status s on s.agent_id = a.id
+    left join create_intents i on i.agent_id = a.id";
+
 fn owned(shards: &Shards) -> Vec<i32> {
     shards
         .owned()
@@ -239,22 +250,34 @@ impl Store {
         &self,
         shards: &Shards,
     ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
-        let rows: Vec<AgentRow> = sqlx::query_as(
-            "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
-                    a.management_mode, a.deleted_at is not null as deleted,
-                    s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
-                    s.applied::text as applied, s.normalizations,
-                    i.operation_id, i.generation as intent_generation,
-                    i.started_at as intent_started_at
-             from agents a
-             left join agent_status s on s.agent_id = a.id
-             left join create_intents i on i.agent_id = a.id
-             where $1 or vapi_reconciler_shard(a.org_id, $2) = any($3)
-             order by a.org_id, a.id",
-        )
+        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+            "{AGENTS} where $1 or vapi_reconciler_shard(a.org_id, $2) = any($3)
+             order by a.org_id, a.id"
+        ))
         .bind(shards.is_all())
         .bind(i32::try_from(shards.count()).unwrap_or(i32::MAX))
         .bind(owned(shards))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AgentRow::split).collect())
+    }
+
+    /// The agents of `ids` that exist and belong to `shards`, as [`Store::load_agents`] reads
+    /// them (by primary key: the cost follows `ids`, not the fleet).
+    pub async fn load_agents_by_id(
+        &self,
+        shards: &Shards,
+        ids: &[Uuid],
+    ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
+        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+            "{AGENTS} where a.id = any($4)
+               and ($1 or vapi_reconciler_shard(a.org_id, $2) = any($3))
+             order by a.org_id, a.id"
+        ))
+        .bind(shards.is_all())
+        .bind(i32::try_from(shards.count()).unwrap_or(i32::MAX))
+        .bind(owned(shards))
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(AgentRow::split).collect())
