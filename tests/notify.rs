@@ -290,24 +290,17 @@ async fn a_small_save_names_its_agents_and_a_large_or_destructive_one_asks_for_e
     let mut want = hundred.clone();
     want.sort();
     assert_eq!(named, want);
-    sqlx::query("update agents set management_mode = 'observe' where org_id = $1")
-        .bind(org)
-        .execute(&pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        notified(&mut listener, BOUND).await.as_deref(),
-        Some("agents")
-    );
-    sqlx::query("delete from agents where id = $1")
-        .bind(one)
-        .execute(&pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        notified(&mut listener, BOUND).await.as_deref(),
-        Some("agents")
-    );
+    for statement in [
+        format!("update agents set management_mode = 'observe' where org_id = '{org}'"),
+        format!("delete from agents where id = '{one}'"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+        assert_eq!(
+            notified(&mut listener, BOUND).await.as_deref(),
+            Some("agents"),
+            "{statement}"
+        );
+    }
     // A statement that changed nothing sends nothing; the marker below arrives first.
     sqlx::query("update agents set name = 'x' where false")
         .execute(&pool)

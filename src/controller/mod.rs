@@ -221,6 +221,29 @@ impl Controller {
         self.status.subscribe()
     }
 
+    fn context<'a>(
+        &'a self,
+        platform: &'a LoadedKey,
+        org_keys: &'a HashMap<Uuid, Result<crate::credentials::ApiKey, String>>,
+        owner: &'a Ownership,
+        gate: &'a (dyn Gate + Sync),
+        cancel: &'a CancellationToken,
+    ) -> PassContext<'a> {
+        PassContext {
+            store: &self.store,
+            lanes: &self.lanes,
+            platform,
+            org_keys,
+            requeue: &self.requeue,
+            metrics: self.metrics.as_ref(),
+            settings: &self.settings,
+            owner,
+            gate,
+            holder: &self.holder,
+            cancel,
+        }
+    }
+
     /// One pass under `lead` (a single lease: every organization); `cancel` stops it from
     /// starting further writes.
     pub async fn pass(
@@ -248,19 +271,7 @@ impl Controller {
                 return Err(e.into());
             }
         };
-        let ctx = PassContext {
-            store: &self.store,
-            lanes: &self.lanes,
-            platform: &platform,
-            org_keys: &org_keys,
-            requeue: &self.requeue,
-            metrics: self.metrics.as_ref(),
-            settings: &self.settings,
-            owner,
-            gate: owner,
-            holder: &self.holder,
-            cancel,
-        };
+        let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
         let result = run_pass(&ctx, Scope::All).await;
         let credentials = self.lanes.statuses();
         self.export(result.as_ref().ok(), &credentials);
@@ -320,19 +331,7 @@ impl Controller {
     ) -> Result<bool, PassError> {
         let platform = self.platform.current();
         let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
-        let ctx = PassContext {
-            store: &self.store,
-            lanes: &self.lanes,
-            platform: &platform,
-            org_keys: &org_keys,
-            requeue: &self.requeue,
-            metrics: self.metrics.as_ref(),
-            settings: &self.settings,
-            owner,
-            gate: owner,
-            holder: &self.holder,
-            cancel,
-        };
+        let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
         let report = run_pass(&ctx, Scope::Agents(agents)).await;
         self.status.send_modify(|s| s.focused_passes += 1);
         let r = match report {
@@ -427,17 +426,8 @@ impl Controller {
         let owner = Ownership::preview(1);
         let cancel = CancellationToken::new();
         let ctx = PassContext {
-            store: &self.store,
-            lanes: &self.lanes,
-            platform: &platform,
-            org_keys: &org_keys,
-            requeue: &self.requeue,
             metrics: None,
-            settings: &self.settings,
-            owner: &owner,
-            gate: preview::no_writes(),
-            holder: &self.holder,
-            cancel: &cancel,
+            ..self.context(&platform, &org_keys, &owner, preview::no_writes(), &cancel)
         };
         preview::preview(&ctx, filter).await
     }
