@@ -149,11 +149,17 @@ impl Elector {
         let mut conn = self.connect().await?;
         // The first proof, dated before the lock query: the lock was held no earlier than this.
         let proven_at = Instant::now();
+        // The epoch bump below waits for fenced writes that still hold the row under the old
+        // epoch. A writer that vanished mid-transaction holds it until Postgres drops its session;
+        // `lock_timeout` gives up after one lease instead (dropping this session and the lock), so
+        // one stuck lease never holds up an elector that takes others; the next poll tries again.
         let row = sqlx::query(
-            "select pg_try_advisory_lock($1, hashtext($2)) as locked, hashtext($2) as key",
+            "select pg_try_advisory_lock($1, hashtext($2)) as locked, hashtext($2) as key,
+                    set_config('lock_timeout', $3, false)",
         )
         .bind(LOCK_CLASS)
         .bind(&config.name)
+        .bind(format!("{}ms", config.lease.as_millis().max(1)))
         .fetch_one(&mut conn)
         .await?;
         let locked: bool = row.try_get("locked")?;

@@ -215,6 +215,42 @@ async fn fenced_writes_holding_the_lease_row_do_not_starve_the_heartbeat(pool: P
 }
 
 #[sqlx::test]
+async fn a_takeover_gives_up_after_a_lease_on_a_stuck_write_and_tries_again(pool: PgPool) {
+    let lease = Duration::from_millis(500);
+    let a = elector(&pool, "vapi-reconciler", "a", lease);
+    let first = lead(&a).await;
+    // A fenced write of the first leader's epoch that never ends, as from a writer that vanished
+    // mid-transaction without its session closing yet.
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query("select epoch from leader_lease where name = 'vapi-reconciler' for share")
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    drop(first);
+    let b = elector(&pool, "vapi-reconciler", "b", lease);
+    // The lock is free, but the epoch cannot move while the write holds the row: the try fails
+    // after the lock timeout instead of waiting for the write.
+    let tried = timeout(EVENT, async {
+        loop {
+            match b.try_acquire().await {
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the takeover waited for the stuck write");
+    let err = tried
+        .err()
+        .expect("no epoch bump while the write holds the row");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    // It left nothing behind: once the write ends, the next try takes the lease.
+    stuck.rollback().await.unwrap();
+    let second = timeout(EVENT, stand_by(&b)).await.unwrap();
+    assert_eq!(second.epoch(), 2);
+}
+
+#[sqlx::test]
 async fn dropping_leadership_frees_the_lock(pool: PgPool) {
     let lease = Duration::from_secs(30);
     let a = elector(&pool, "vapi-reconciler", "a", lease);
