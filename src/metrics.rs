@@ -40,6 +40,7 @@ pub struct Metrics {
     pub last_pass_timestamp_seconds: Gauge,
     pub last_pass_duration_seconds: Gauge,
     pub guard_blocked: IntGauge,
+    pub passes_total: IntCounterVec,
     pub shards: IntGauge,
     pub shards_owned: IntGauge,
 }
@@ -51,6 +52,8 @@ pub const AGENT_STATES: &[&str] = &[
 pub const DRIFT_KINDS: &[&str] = &["missing", "diverged", "orphaned", "duplicate"];
 pub const BREAKER_STATES: &[&str] = &["closed", "open", "half-open"];
 pub const RECONCILE_RESULTS: &[&str] = &["success", "error", "requeue", "requeue_after"];
+/// A full pass looks at everything owned; a focused one at the agents a notification named.
+pub const PASS_SCOPES: &[&str] = &["full", "focused"];
 
 impl Metrics {
     // One registration call per metric keeps the list readable; a failure here is a programming
@@ -173,6 +176,13 @@ impl Metrics {
                 "vapi_reconciler_last_pass_duration_seconds",
                 "Duration of the last complete pass.",
             ))?,
+            passes_total: IntCounterVec::new(
+                c(
+                    "vapi_reconciler_passes_total",
+                    "Passes finished, by scope: full (everything owned) or focused (agents a notification named).",
+                ),
+                &["scope"],
+            )?,
             shards: IntGauge::with_opts(c(
                 "vapi_reconciler_shards",
                 "How many shards the organizations are divided into (--shards).",
@@ -204,6 +214,9 @@ impl Metrics {
         for r in RECONCILE_RESULTS {
             m.reconcile_total.with_label_values(&[r]);
         }
+        for s in PASS_SCOPES {
+            m.passes_total.with_label_values(&[s]);
+        }
         Ok(m)
     }
 
@@ -229,6 +242,7 @@ impl Metrics {
             Box::new(self.last_pass_timestamp_seconds.clone()),
             Box::new(self.last_pass_duration_seconds.clone()),
             Box::new(self.guard_blocked.clone()),
+            Box::new(self.passes_total.clone()),
             Box::new(self.shards.clone()),
             Box::new(self.shards_owned.clone()),
         ]

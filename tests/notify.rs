@@ -15,6 +15,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vapi_reconciler::controller::{Controller, LoopStatus, Role, listen};
+use vapi_reconciler::metrics::Metrics;
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -61,6 +62,7 @@ struct Running {
     _serving: RunningSimulator,
     vapi_org: String,
     controller: Arc<Controller>,
+    metrics: Metrics,
     cancel: CancellationToken,
 }
 
@@ -77,7 +79,10 @@ impl Running {
         } = common::env(pool.clone()).await;
         // The environment's own leadership would keep the loop standing by: hand it over.
         lead.release().await;
-        let controller = Arc::new(common::controller(pool, &vapi, &key, common::settings()));
+        let metrics = Metrics::new("vapi-reconciler").unwrap();
+        let controller = Arc::new(
+            common::controller(pool, &vapi, &key, common::settings()).with_metrics(metrics.clone()),
+        );
         let cancel = CancellationToken::new();
         let elector = vapi_reconciler::sharding::ShardElector::new(
             (*pool.connect_options()).clone(),
@@ -108,8 +113,14 @@ impl Running {
             _serving: running,
             vapi_org,
             controller,
+            metrics,
             cancel,
         }
+    }
+
+    /// `vapi_reconciler_passes_total` of `scope`.
+    fn passes_total(&self, scope: &str) -> u64 {
+        self.metrics.passes_total.with_label_values(&[scope]).get()
     }
 
     fn status(&self) -> LoopStatus {
@@ -183,6 +194,7 @@ async fn a_small_save_is_one_patch_without_a_listing(pool: PgPool) {
     };
 
     let before = run.status();
+    let (full, focused) = (run.passes_total("full"), run.passes_total("focused"));
     run.sim.reset_counters();
     set_first_message(&pool, agent, "Welcome back to Harbor.").await;
     eventually("the edit is synced", BOUND, || synced(&pool, agent)).await;
@@ -199,6 +211,8 @@ async fn a_small_save_is_one_patch_without_a_listing(pool: PgPool) {
     let after = run.status();
     assert_eq!(after.passes, before.passes, "no full pass for a small save");
     assert!(after.focused_passes > before.focused_passes);
+    assert_eq!(run.passes_total("full"), full);
+    assert!(run.passes_total("focused") > focused);
     let shown = run.assistants_of(agent);
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0]["id"], assistant.as_str());

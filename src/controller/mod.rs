@@ -273,6 +273,7 @@ impl Controller {
         };
         let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
         let result = run_pass(&ctx, Scope::All).await;
+        self.count_pass("full");
         let credentials = self.lanes.statuses();
         self.export(result.as_ref().ok(), &credentials);
         if self.health_due(&credentials) {
@@ -333,6 +334,7 @@ impl Controller {
         let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
         let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
         let report = run_pass(&ctx, Scope::Agents(agents)).await;
+        self.count_pass("focused");
         self.status.send_modify(|s| s.focused_passes += 1);
         let r = match report {
             Ok(r) => r,
@@ -353,6 +355,12 @@ impl Controller {
         );
         let gone = r.states.values().any(|s| *s == SyncState::Pending);
         Ok(r.left_to_full_pass > 0 || gone)
+    }
+
+    fn count_pass(&self, scope: &str) {
+        if let Some(m) = &self.metrics {
+            m.passes_total.with_label_values(&[scope]).inc();
+        }
     }
 
     /// Sets the pass-level gauges.
