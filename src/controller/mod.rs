@@ -322,25 +322,29 @@ impl Controller {
 
     /// A focused pass over `agents` of the shards of `owner` (see [`Scope::Agents`]). It records
     /// their outcomes but leaves the fleet's gauges and `last_pass` to full passes. Returns
-    /// whether a full pass is needed at once: for agents it left alone, or an assistant found
-    /// gone.
+    /// whether a full pass is needed at once: for agents it left alone, an assistant found
+    /// gone, or an error (the full pass says what it is).
     pub async fn pass_focused(
         &self,
         owner: &Ownership,
         agents: &[Uuid],
         cancel: &CancellationToken,
-    ) -> Result<bool, PassError> {
+    ) -> bool {
         let platform = self.platform.current();
-        let org_keys = self.store.load_org_keys(self.keyring.as_ref()).await?;
-        let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
-        let report = run_pass(&ctx, Scope::Agents(agents)).await;
+        let report = match self.store.load_org_keys(self.keyring.as_ref()).await {
+            Ok(org_keys) => {
+                let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
+                run_pass(&ctx, Scope::Agents(agents)).await
+            }
+            Err(e) => Err(e.into()),
+        };
         self.count_pass("focused");
         self.status.send_modify(|s| s.focused_passes += 1);
         let r = match report {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, kind = e.kind(), "focused pass failed; a full pass follows");
-                return Ok(true);
+                return true;
             }
         };
         tracing::info!(
@@ -354,7 +358,7 @@ impl Controller {
             "focused pass complete"
         );
         let gone = r.states.values().any(|s| *s == SyncState::Pending);
-        Ok(r.left_to_full_pass > 0 || gone)
+        r.left_to_full_pass > 0 || gone
     }
 
     fn count_pass(&self, scope: &str) {
@@ -620,10 +624,7 @@ impl Controller {
                             false
                         }
                         Some(ids) if ids.is_empty() => false,
-                        Some(ids) => self
-                            .pass_focused(ownership, ids, &stop)
-                            .await
-                            .unwrap_or(true),
+                        Some(ids) => self.pass_focused(ownership, ids, &stop).await,
                     }
                 };
                 tokio::select! {
