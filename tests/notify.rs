@@ -5,20 +5,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::process::eventually;
+use common::running::{BOUND, Running};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vapi_reconciler::controller::{Controller, LoopStatus, Role, listen};
-use vapi_reconciler::metrics::Metrics;
-use vapi_reconciler::simulator::{RunningSimulator, Simulator};
-
-const BOUND: Duration = Duration::from_secs(30);
+use vapi_reconciler::controller::listen;
 
 /// The state and generation the agent's status records.
 async fn status(pool: &PgPool, agent: Uuid) -> Option<(String, i64, Option<String>)> {
@@ -54,92 +49,6 @@ async fn set_first_message(pool: &PgPool, agent: Uuid, message: &str) {
         .execute(pool)
         .await
         .unwrap();
-}
-
-/// The controller loop and its listener as `run` runs them (5-minute resync), leading.
-struct Running {
-    sim: Simulator,
-    _serving: RunningSimulator,
-    vapi_org: String,
-    controller: Arc<Controller>,
-    metrics: Metrics,
-    cancel: CancellationToken,
-}
-
-impl Running {
-    async fn start(pool: &PgPool) -> Self {
-        let common::TestEnv {
-            sim,
-            running,
-            vapi_org,
-            vapi,
-            key,
-            lead,
-            ..
-        } = common::env(pool.clone()).await;
-        // The environment's own leadership would keep the loop standing by: hand it over.
-        lead.release().await;
-        let metrics = Metrics::new("vapi-reconciler").unwrap();
-        let controller = Arc::new(
-            common::controller(pool, &vapi, &key, common::settings()).with_metrics(metrics.clone()),
-        );
-        let cancel = CancellationToken::new();
-        let elector = vapi_reconciler::sharding::ShardElector::new(
-            (*pool.connect_options()).clone(),
-            common::leader_config("notify"),
-            1,
-        );
-        tokio::spawn({
-            let (controller, cancel) = (controller.clone(), cancel.clone());
-            async move { controller.run(&elector, cancel).await }
-        });
-        tokio::spawn(listen::listen(
-            pool.clone(),
-            controller.activator(),
-            cancel.clone(),
-            |_| {},
-        ));
-        tokio::time::timeout(
-            BOUND,
-            controller
-                .subscribe()
-                .wait_for(|s| s.role == Role::Leader && s.passes >= 1),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        Self {
-            sim,
-            _serving: running,
-            vapi_org,
-            controller,
-            metrics,
-            cancel,
-        }
-    }
-
-    /// `vapi_reconciler_passes_total` of `scope`.
-    fn passes_total(&self, scope: &str) -> u64 {
-        self.metrics.passes_total.with_label_values(&[scope]).get()
-    }
-
-    fn status(&self) -> LoopStatus {
-        self.controller.subscribe().borrow().clone()
-    }
-
-    fn assistants_of(&self, agent: Uuid) -> Vec<serde_json::Value> {
-        self.sim
-            .assistants(&self.vapi_org)
-            .into_iter()
-            .filter(|a| a["metadata"]["agentId"] == agent.to_string())
-            .collect()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
 }
 
 #[sqlx::test]

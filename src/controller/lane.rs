@@ -5,6 +5,11 @@
 //!             (writes)      (else requeue)       (pacing)                            │
 //!    ◀── retry (idempotent only: GET, PATCH, DELETE; never POST) ◀── 429 / 5xx ──────┘
 //! ```
+//! - Retries happen here, inside one call: a few quick ones for an idempotent request; what
+//!   they cannot fix waits for the agent's back-off and a later pass. Every wait (pacing, a
+//!   429's hold, a retry's back-off) ends when the caller's `stop` token fires, so no retry or
+//!   `Retry-After` outlives shutdown: a wait cut short before anything was sent is
+//!   [`CallError::Stopped`], one cut short between attempts returns the last attempt's error.
 //! - A 401 or 403 quarantines the credential: its writes stop at once, and a pass lists with it
 //!   (the probe) at most once per probe interval until the key changes or Vapi accepts it again.
 //!   A changed key is a new lane, so it is tried at once.
@@ -21,6 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::credentials::ApiKey;
 use crate::resilience::{
@@ -72,6 +78,9 @@ pub enum CallError {
         status: u16,
         message: String,
     },
+    /// Shutdown (or a lost lease) began while the call waited to be sent: nothing was sent.
+    #[error("not sent: the controller is stopping")]
+    Stopped,
 }
 
 impl CallError {
@@ -92,7 +101,13 @@ impl CallError {
             Self::Vapi(e) => e.kind(),
             Self::BreakerOpen { .. } => "breaker_open",
             Self::Quarantined { .. } => "quarantined",
+            Self::Stopped => "stopped",
         }
+    }
+
+    /// Refused here, without a request reaching Vapi.
+    pub fn local(&self) -> bool {
+        !matches!(self, Self::Vapi(_))
     }
 }
 
@@ -216,11 +231,33 @@ impl Lane {
         Some(self.config.clock.to_tokio(until))
     }
 
+    /// Why a write would be refused here without reaching Vapi (a quarantined key, an open
+    /// breaker), if it would; asks nothing of the breaker. A write is journaled only when this
+    /// says none, so a call refused locally never looks like one Vapi saw.
+    pub fn refuses_write(&self) -> Option<CallError> {
+        let st = self.state();
+        if let Some(r) = &st.rejected {
+            return Some(CallError::Quarantined {
+                fingerprint: self.fingerprint().to_owned(),
+                status: r.status,
+                message: r.message.clone(),
+            });
+        }
+        let now = self.config.clock.now();
+        (!st.breaker.would_admit(now)).then(|| CallError::BreakerOpen {
+            fingerprint: self.fingerprint().to_owned(),
+            until: st
+                .breaker
+                .open_until()
+                .map_or_else(Utc::now, |t| wall(&self.config.clock, t)),
+        })
+    }
+
     /// Every assistant (the listing is also the quarantine probe).
-    pub async fn list_all(&self) -> Result<Vec<Value>, CallError> {
+    pub async fn list_all(&self, stop: &CancellationToken) -> Result<Vec<Value>, CallError> {
         self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
-            self.call(Kind::Read, true, || {
+            self.call(Kind::Read, true, stop, || {
                 self.vapi.list_page(&self.key, boundary.as_deref())
             })
             .await
@@ -237,41 +274,68 @@ impl Lane {
         Ok(listed)
     }
 
-    pub async fn get(&self, id: &str) -> Result<Value, CallError> {
-        self.value(Kind::Read, true, || self.vapi.get(&self.key, id))
+    pub async fn get(&self, id: &str, stop: &CancellationToken) -> Result<Value, CallError> {
+        self.value(Kind::Read, true, stop, || self.vapi.get(&self.key, id))
             .await
     }
 
     /// Never retried: Vapi has no idempotency key, so a second POST could be a second assistant.
-    pub async fn create(&self, body: &Map<String, Value>) -> Result<Value, CallError> {
-        self.value(Kind::Write, false, || self.vapi.create(&self.key, body))
+    pub async fn create(
+        &self,
+        body: &Map<String, Value>,
+        stop: &CancellationToken,
+    ) -> Result<Value, CallError> {
+        self.value(Kind::Write, false, stop, || {
+            self.vapi.create(&self.key, body)
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        patch: &Map<String, Value>,
+        stop: &CancellationToken,
+    ) -> Result<Value, CallError> {
+        self.value(Kind::Write, true, stop, || {
+            self.vapi.update(&self.key, id, patch)
+        })
+        .await
+    }
+
+    pub async fn delete(&self, id: &str, stop: &CancellationToken) -> Result<Value, CallError> {
+        self.value(Kind::Write, true, stop, || self.vapi.delete(&self.key, id))
             .await
     }
 
-    pub async fn update(&self, id: &str, patch: &Map<String, Value>) -> Result<Value, CallError> {
-        self.value(Kind::Write, true, || self.vapi.update(&self.key, id, patch))
-            .await
-    }
-
-    pub async fn delete(&self, id: &str) -> Result<Value, CallError> {
-        self.value(Kind::Write, true, || self.vapi.delete(&self.key, id))
-            .await
-    }
-
-    async fn value<F, Fut>(&self, kind: Kind, idempotent: bool, f: F) -> Result<Value, CallError>
+    async fn value<F, Fut>(
+        &self,
+        kind: Kind,
+        idempotent: bool,
+        stop: &CancellationToken,
+        f: F,
+    ) -> Result<Value, CallError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Value, VapiError>>,
     {
-        self.call(kind, idempotent, || async { f().await.map(Listed::Value) })
-            .await
-            .map(|l| match l {
-                Listed::Value(v) => v,
-                Listed::Page(items) => Value::Array(items),
-            })
+        self.call(kind, idempotent, stop, || async {
+            f().await.map(Listed::Value)
+        })
+        .await
+        .map(|l| match l {
+            Listed::Value(v) => v,
+            Listed::Page(items) => Value::Array(items),
+        })
     }
 
-    async fn call<F, Fut, T>(&self, kind: Kind, idempotent: bool, f: F) -> Result<Listed, CallError>
+    async fn call<F, Fut, T>(
+        &self,
+        kind: Kind,
+        idempotent: bool,
+        stop: &CancellationToken,
+        f: F,
+    ) -> Result<Listed, CallError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, VapiError>>,
@@ -299,7 +363,10 @@ impl Lane {
                 Kind::Read => &self.read,
                 Kind::Write => &self.write,
             };
-            limiter.acquire().await;
+            tokio::select! {
+                () = limiter.acquire() => {}
+                () = stop.cancelled() => return Err(CallError::Stopped),
+            }
             let result = f().await;
             let outcome = match &result {
                 Ok(_) => CallOutcome::Success,
@@ -338,10 +405,13 @@ impl Lane {
                 e if e.outcome_unknown() => self.config.retry_backoff.delay_random(attempt),
                 _ => return Err(err.into()),
             };
-            if !idempotent || attempt > self.config.retries {
+            if !idempotent || attempt > self.config.retries || stop.is_cancelled() {
                 return Err(err.into());
             }
-            tokio::time::sleep(retry_in).await;
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = stop.cancelled() => return Err(err.into()),
+            }
         }
     }
 
@@ -442,5 +512,11 @@ impl Lanes {
     /// The earliest time an open breaker admits a probe.
     pub fn next_probe(&self) -> Option<Instant> {
         self.map().values().filter_map(|l| l.open_until()).min()
+    }
+
+    /// When the open breaker of this key admits a probe, if it is open.
+    pub fn open_until(&self, fingerprint: &str) -> Option<Instant> {
+        let lane = self.map().get(fingerprint).cloned();
+        lane.and_then(|l| l.open_until())
     }
 }

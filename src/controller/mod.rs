@@ -12,13 +12,16 @@
 //! calls finish and records their outcomes. Shards are handed over only between passes.
 
 mod activator;
-mod execute;
+mod apply;
 mod lane;
 pub mod listen;
 mod outcome;
+#[cfg(test)]
+mod outcome_tests;
 mod pass;
 mod preview;
 mod requeue;
+mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,12 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use activator::Activator;
-pub use execute::Gate;
+pub use apply::Gate;
 pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, Rejection};
 pub use outcome::{Outcome, Reason};
 pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, Scope, run_pass};
@@ -46,6 +48,7 @@ use crate::store::{CredentialHealth, Store, SyncState};
 use crate::vapi::VapiClient;
 use crate::vault::Keyring;
 use requeue::Requeue;
+use schedule::{Schedule, Wake};
 
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -164,6 +167,8 @@ pub struct Controller {
     /// When each agent's current difference was first seen, for the oldest-drift age.
     drift_since: Mutex<HashMap<Uuid, std::time::Instant>>,
     last_trim: Mutex<Option<Instant>>,
+    /// Leases (name, epoch) whose earlier epochs' pending journal rows are resolved already.
+    resolved: Mutex<std::collections::HashSet<(String, i64)>>,
     status: watch::Sender<LoopStatus>,
 }
 
@@ -191,6 +196,7 @@ impl Controller {
             health_written: Mutex::new(None),
             reset_requested: std::sync::atomic::AtomicBool::new(false),
             last_trim: Mutex::new(None),
+            resolved: Mutex::new(std::collections::HashSet::new()),
             status: watch::Sender::new(LoopStatus::default()),
         }
     }
@@ -271,6 +277,7 @@ impl Controller {
                 return Err(e.into());
             }
         };
+        self.resolve_deposed(&fences).await;
         let ctx = self.context(&platform, &org_keys, owner, owner, cancel);
         let result = run_pass(&ctx, Scope::All).await;
         self.count_pass("full");
@@ -357,8 +364,42 @@ impl Controller {
             duration_ms = r.duration.as_millis() as u64,
             "focused pass complete"
         );
+        // A 404 (the assistant is gone) and a write whose answer still differed both leave the
+        // agent pending: only a full pass's listing can say what is there.
         let gone = r.states.values().any(|s| *s == SyncState::Pending);
-        r.left_to_full_pass > 0 || gone
+        r.left_to_full_pass > 0 || gone || r.unverified > 0
+    }
+
+    /// Once per lease epoch taken: settles the journal rows earlier holders left `pending` (a
+    /// crash mid-call). Creates among them wait for their intent (the plan adopts or replaces
+    /// it); patches and deletes become `unknown`.
+    async fn resolve_deposed(&self, fences: &[Fence]) {
+        let new: Vec<Fence> = {
+            let done = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            fences
+                .iter()
+                .filter(|f| !done.contains(&(f.name.clone(), f.epoch)))
+                .cloned()
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        match self.store.resolve_deposed_writes(&new).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::warn!(
+                        rows = n,
+                        "settled journal rows an earlier leader left pending"
+                    );
+                }
+                let mut done = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+                done.extend(new.into_iter().map(|f| (f.name, f.epoch)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind(), "could not settle pending journal rows; tried again next pass")
+            }
+        }
     }
 
     fn count_pass(&self, scope: &str) {
@@ -511,17 +552,6 @@ impl Controller {
         }
     }
 
-    /// When the loop should wake next: the resync interval, or earlier when an open breaker
-    /// admits its probe or a backed-off agent is due (that is what "requeued" means here).
-    fn next_wake(&self) -> tokio::time::Instant {
-        let periodic =
-            tokio::time::Instant::now() + jittered(self.config.resync_interval, self.config.jitter);
-        [self.lanes.next_probe(), self.requeue.next_due()]
-            .into_iter()
-            .flatten()
-            .fold(periodic, std::cmp::min)
-    }
-
     async fn trim_journal(&self) {
         let due = {
             let mut last = self.last_trim.lock().unwrap_or_else(|p| p.into_inner());
@@ -575,7 +605,10 @@ impl Controller {
         tracing::info!("controller stopped");
     }
 
-    /// Passes over the shards held at each moment, until `cancel`.
+    /// Passes over the shards held at each moment, until `cancel`, on the [`Schedule`]: a full
+    /// pass by its deadline whatever else runs, focused passes for named saves in between, and
+    /// extra full passes for triggers, a change of shards, a breaker's probe or a backed-off
+    /// agent falling due.
     async fn reconcile_owned(
         &self,
         mut owned: watch::Receiver<Owned>,
@@ -583,8 +616,8 @@ impl Controller {
         cancel: &CancellationToken,
     ) {
         let mut leading: Vec<u32> = Vec::new();
-        // The first pass over what is owned is a full one.
-        let mut full_due = true;
+        let now = tokio::time::Instant::now();
+        let mut schedule = Schedule::new(self.config.resync_interval, self.config.jitter, now);
         while !cancel.is_cancelled() {
             // Held while reading what is owned and passing over it: shards are handed over only
             // between passes.
@@ -614,39 +647,56 @@ impl Controller {
                     std::future::pending::<()>().await;
                 };
                 let wanted = self.activator.take();
-                let focused: Option<Vec<Uuid>> =
-                    (!(full_due || wanted.all)).then(|| wanted.agents.into_iter().collect());
-                full_due = false;
+                let full = wanted.all || schedule.full_due(tokio::time::Instant::now());
+                let focused: Vec<Uuid> = wanted.agents.into_iter().collect();
                 let run = async {
-                    match &focused {
-                        None => {
-                            let _ = self.pass_owned(ownership, &stop).await;
-                            false
-                        }
-                        Some(ids) if ids.is_empty() => false,
-                        Some(ids) => self.pass_focused(ownership, ids, &stop).await,
+                    if full {
+                        let _ = self.pass_owned(ownership, &stop).await;
+                        false
+                    } else if focused.is_empty() {
+                        false
+                    } else {
+                        self.pass_focused(ownership, &focused, &stop).await
                     }
                 };
                 tokio::select! {
-                    more = run => if more { self.activator.activate() },
+                    more = run => {
+                        if full {
+                            schedule.full_pass_ended(tokio::time::Instant::now());
+                        }
+                        if more {
+                            self.activator.activate();
+                        }
+                    }
                     () = link => {}
                 }
             }
             drop(between);
+            let now = tokio::time::Instant::now();
             let wake = match (ownership.is_some(), next) {
-                (true, Some(t)) => self.next_wake().min(t),
-                (true, None) => self.next_wake(),
-                (false, Some(t)) => t,
-                (false, None) => tokio::time::Instant::now() + self.config.resync_interval,
+                (true, next) => {
+                    let extra = [
+                        self.lanes.next_probe(),
+                        self.requeue.next_due(|fp| self.lanes.open_until(fp)),
+                        next,
+                    ];
+                    schedule.next_wake(now, extra.into_iter().flatten())
+                }
+                (false, Some(t)) => Wake::Extra(t.max(now)),
+                (false, None) => Wake::Full(now + self.config.resync_interval),
             };
             tokio::select! {
-                () = tokio::time::sleep_until(wake) => full_due = true,
+                () = tokio::time::sleep_until(wake.at()) => {
+                    if let Wake::Extra(_) = wake {
+                        schedule.full_pass_now(tokio::time::Instant::now());
+                    }
+                }
                 () = self.activator.activated(), if ownership.is_some() => {}
                 changed = owned.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    full_due = true;
+                    schedule.full_pass_now(tokio::time::Instant::now());
                 }
                 () = cancel.cancelled() => {}
             }
@@ -682,29 +732,5 @@ impl Controller {
             s.shard_note = owned.note.clone();
             s.shards = shards;
         });
-    }
-}
-
-fn jittered(interval: Duration, jitter: f64) -> Duration {
-    let jitter = jitter.clamp(0.0, 1.0);
-    let factor = 1.0 + rand::rng().random_range(-jitter..=jitter);
-    interval.mul_f64(factor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_bounds() {
-        let base = Duration::from_secs(300);
-        for _ in 0..1000 {
-            let d = jittered(base, 0.1);
-            assert!(
-                d >= Duration::from_secs(270) && d <= Duration::from_secs(330),
-                "{d:?}"
-            );
-        }
-        assert_eq!(jittered(base, 0.0), base);
     }
 }

@@ -1,14 +1,20 @@
-//! Turning a decision and what Vapi answered into the status a dashboard reads.
+//! Outcome (PURE): a decision and what applying it did ([`Applied`]) → the status a dashboard
+//! reads, its message, and what the record stage writes ([`Done`]).
 //!
 //! Reasons are a closed set of short machine words (they become metric labels later); messages
-//! are sentences that say what happened and what a human can do about it.
+//! are sentences that say what happened and what a human can do about it. No I/O here: every
+//! sentence below is checked by plain `#[test]`s against golden text.
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::apply::{Applied, Effect, Fallback, Verified};
 use super::lane::CallError;
-use crate::reconcile::{Drift, drift_paths};
-use crate::store::{StatusUpdate, SyncState};
+use crate::reconcile::{
+    Action, Decision, Drift, FALLBACK_RULE, Mode, Normalization, describe_drift,
+    describe_normalization, drift_paths,
+};
+use crate::store::{CreateSettled, JournalEntry, StatusUpdate, SyncState};
 use crate::vapi::VapiError;
 
 /// Why an agent is in its state.
@@ -46,6 +52,9 @@ pub enum Reason {
     VapiUnreachable,
     VapiBadResponse,
     VapiUnexpectedStatus,
+    /// Vapi's answer to the controller's own write still differs from the spec (changed in Vapi
+    /// meanwhile, or a repair failed): not synced, a full pass follows.
+    AnswerDiffers,
 }
 
 impl Reason {
@@ -76,6 +85,7 @@ impl Reason {
             Self::VapiUnreachable => "VapiUnreachable",
             Self::VapiBadResponse => "VapiBadResponse",
             Self::VapiUnexpectedStatus => "VapiUnexpectedStatus",
+            Self::AnswerDiffers => "AnswerDiffers",
         }
     }
 
@@ -106,6 +116,8 @@ impl Reason {
             CallError::Vapi(e) => Self::of(e),
             CallError::BreakerOpen { .. } => Self::CircuitOpen,
             CallError::Quarantined { .. } => Self::CredentialsRejected,
+            // Stopped calls are skipped before they reach a status; this is only a fallback.
+            CallError::Stopped => Self::VapiUnreachable,
         }
     }
 
@@ -283,6 +295,7 @@ pub fn call_failure_message(what: &str, err: &CallError, key_fingerprint: &str) 
         CallError::Quarantined { .. } => format!(
             "Did not {what}: {err}. Fix VAPI_PRIVATE_KEY_FILE (or the org's key); a new key is tried at once."
         ),
+        CallError::Stopped => format!("Did not {what}: {err}."),
     }
 }
 
@@ -312,4 +325,456 @@ pub fn keys_of(patch: &Map<String, Value>) -> String {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What one applied item leaves for the record stage.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub(crate) status: Option<Outcome>,
+    pub(crate) journal: Vec<JournalEntry>,
+    /// Pending journal rows of writes never sent.
+    pub(crate) discarded: Vec<i64>,
+    /// The agent whose create intent is settled (found, failed for sure, or never sent).
+    pub(crate) settle_intent: Option<Uuid>,
+    /// How the settled intent's create is journaled.
+    pub(crate) create_settled: Option<CreateSettled>,
+    pub(crate) duplicates_deleted: usize,
+    pub(crate) orphans_deleted: usize,
+    pub(crate) assistants_deleted: usize,
+    /// A write was not started because shutdown began or leadership could not be proven.
+    pub(crate) skipped: bool,
+    /// A status that rests on no observation of Vapi this pass could make (a focused pass's
+    /// write whose answer still differed): a full pass must follow at once.
+    pub(crate) needs_full_pass: bool,
+}
+
+impl Done {
+    pub(crate) fn status(o: Outcome) -> Self {
+        Self {
+            status: Some(o),
+            ..Self::default()
+        }
+    }
+}
+
+/// Turns a decision and what applying it did into its status and records.
+pub(crate) fn settle(d: &Decision, a: Applied, dry_run: bool, fingerprint: &str) -> Done {
+    let Applied {
+        effect,
+        duplicates,
+        fallback,
+        journal,
+        discarded,
+        settle_intent,
+        create_settled,
+    } = a;
+    let mut done = Done {
+        journal,
+        discarded,
+        settle_intent: settle_intent.then_some(d.agent_id),
+        create_settled: create_settled.filter(|_| settle_intent),
+        ..Done::default()
+    };
+    if dry_run || d.mode != Mode::Enforce {
+        done.status = Some(hands_off(d, dry_run).with_key(fingerprint));
+        return done;
+    }
+    let unverified = matches!(
+        &effect,
+        Effect::Created { verified, .. } | Effect::Patched { verified }
+            if verified.unresolved.is_some()
+    );
+    let status = match effect {
+        Effect::Skipped | Effect::Failed { error: CallError::Stopped, .. } => {
+            done.skipped = true;
+            return done;
+        }
+        Effect::NoWrite => match &d.action {
+            Action::InSync {
+                assistant_id,
+                adopted: true,
+            } => Outcome::synced(
+                d.agent_id,
+                d.generation,
+                Reason::Adopted,
+                assistant_id,
+                format!(
+                    "Adopted assistant {assistant_id}, which carries this agent's ownership marker; it matches generation {}.",
+                    d.generation
+                ),
+            ),
+            Action::InSync { assistant_id, .. } => in_sync(d, assistant_id),
+            Action::Invalid { problems } => invalid(d.agent_id, d.generation, problems),
+            Action::AwaitCreate {
+                operation_id,
+                until,
+            } => Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Pending,
+                Reason::CreateOutcomeUnknown,
+                format!(
+                    "A create (operation {operation_id}) had an unknown outcome and may still land; no new create before {} unless it appears.",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                false,
+            ),
+            _ => Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Deleted,
+                Reason::Deleted,
+                "The agent is deleted and no assistant of it remains in Vapi; the row may be purged."
+                    .into(),
+                false,
+            ),
+        },
+        Effect::NotRecorded { error, create } => {
+            let what = if create {
+                "the intent to create"
+            } else {
+                "the write in the journal"
+            };
+            Outcome::failed(
+                d.agent_id,
+                d.generation,
+                Reason::StoreUnavailable,
+                format!(
+                    "Could not record {what}, so nothing was sent: {error}. The next pass tries again."
+                ),
+                false,
+            )
+        }
+        Effect::Created { id, verified } => {
+            let outcome = match &d.action {
+                Action::Recreate { previous_id, .. } => Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::AssistantRecreated,
+                    &id,
+                    format!(
+                        "Assistant {previous_id} no longer exists in Vapi; created {id} in its place."
+                    ),
+                ),
+                _ => Outcome::synced(
+                    d.agent_id,
+                    d.generation,
+                    Reason::Created,
+                    &id,
+                    format!("Created assistant {id}."),
+                ),
+            };
+            with_verified(with_fallback(outcome, d, fallback), &verified)
+        }
+        Effect::CreatedWithoutId { operation_id } => Outcome::other(
+            d.agent_id,
+            d.generation,
+            SyncState::Pending,
+            Reason::VapiBadResponse,
+            format!(
+                "Vapi accepted the create (operation {operation_id}) but its answer carried no assistant id; the next pass adopts the assistant by its ownership marker."
+            ),
+            true,
+        ),
+        Effect::CreateUnknown {
+            operation_id,
+            error,
+        } => {
+            let action = if matches!(d.action, Action::Recreate { .. }) {
+                "recreate"
+            } else {
+                "create"
+            };
+            Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Pending,
+                Reason::CreateOutcomeUnknown,
+                format!(
+                    "The {action} (operation {operation_id}) has an unknown outcome: {}. Vapi may have stored it: the next pass adopts the assistant carrying this operation id, and creates again only if none appears within the grace period.",
+                    error.to_string().trim_end_matches('.')
+                ),
+                true,
+            )
+        }
+        Effect::Patched { verified } => {
+            let Action::Patch {
+                assistant_id,
+                patch,
+                drift,
+                adopted,
+            } = &d.action
+            else {
+                return done;
+            };
+            let verb = if *adopted {
+                "Adopted assistant and patched"
+            } else {
+                "Patched"
+            };
+            let outcome = Outcome::synced(
+                d.agent_id,
+                d.generation,
+                Reason::Patched,
+                assistant_id,
+                format!(
+                    "{verb} {} on assistant {assistant_id}; differing fields: {}.",
+                    keys_of(patch),
+                    describe_drift(drift)
+                ),
+            )
+            .with_drift(drift);
+            with_verified(with_fallback(outcome, d, fallback), &verified)
+        }
+        Effect::Gone => {
+            let assistant_id = match &d.action {
+                Action::Patch { assistant_id, .. } => assistant_id.as_str(),
+                _ => "",
+            };
+            // Deleted between the listing and the patch: the next pass recreates it.
+            Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Pending,
+                Reason::AssistantGone,
+                format!(
+                    "Assistant {assistant_id} was deleted from Vapi while being patched; the next pass recreates it."
+                ),
+                true,
+            )
+        }
+        Effect::Deleted { ids } => {
+            done.assistants_deleted = ids.len();
+            Outcome::other(
+                d.agent_id,
+                d.generation,
+                SyncState::Deleted,
+                Reason::Deleted,
+                format!(
+                    "Deleted assistant(s) {} and confirmed they are gone; the row may be purged.",
+                    ids.join(", ")
+                ),
+                true,
+            )
+        }
+        Effect::Failed {
+            what,
+            error,
+            assistant_id,
+        } => {
+            let failed = Outcome::call_failed(d.agent_id, d.generation, &what, &error, fingerprint);
+            let failed = match &d.action {
+                Action::Patch { drift, .. } => failed.with_drift(drift),
+                _ => failed,
+            };
+            match assistant_id {
+                Some(id) => failed.with_assistant(Some(id)),
+                None => failed,
+            }
+        }
+    };
+    let mut status = status;
+    done.needs_full_pass = unverified;
+    // Duplicates: a failure fails the agent's status; removals are added to its message.
+    done.duplicates_deleted = duplicates.removed.len();
+    done.skipped |= duplicates.skipped;
+    if let Some((id, err)) = &duplicates.failed {
+        status = Outcome::call_failed(
+            d.agent_id,
+            d.generation,
+            &format!("delete duplicate assistant {id}"),
+            err,
+            fingerprint,
+        )
+        .with_assistant(status.assistant_id);
+    } else if !duplicates.removed.is_empty() {
+        status = Outcome {
+            message: format!(
+                "{} Deleted duplicate assistant(s) {}.",
+                status.message,
+                duplicates.removed.join(", ")
+            ),
+            attempted: true,
+            ..status
+        };
+    }
+    if status.state == SyncState::Synced && status.applied.is_none() {
+        status.applied = d.desired.clone();
+    }
+    status
+        .normalizations
+        .splice(0..0, d.normalizations.iter().map(describe_normalization));
+    if status.state == SyncState::Synced && !d.normalizations.is_empty() {
+        let voice: Vec<_> = d
+            .normalizations
+            .iter()
+            .map(describe_normalization)
+            .collect();
+        status.message = format!("{} Voice: {}.", status.message, voice.join(", "));
+    }
+    done.status = Some(status.with_key(fingerprint));
+    done
+}
+
+/// Adds what Vapi's answer showed: keys repaired at once, or what still differs (then the
+/// status is not `synced`: nothing observed says it is).
+fn with_verified(mut outcome: Outcome, v: &Verified) -> Outcome {
+    if !v.repaired.is_empty() {
+        outcome.message = format!(
+            "{} Vapi's answer showed {} as well; patched {} too.",
+            outcome.message,
+            describe_drift(&v.repaired),
+            if v.repaired.len() == 1 { "it" } else { "them" }
+        );
+        let mut drift = outcome.drift_detail.clone();
+        drift.extend(v.repaired.iter().cloned());
+        outcome = outcome.with_drift(&drift);
+    }
+    let Some(u) = &v.unresolved else {
+        return outcome;
+    };
+    let why = match &u.error {
+        Some(e) => format!("the repair failed: {}", e.to_string().trim_end_matches('.')),
+        None => "Vapi's answer still differs".to_owned(),
+    };
+    Outcome {
+        state: SyncState::Pending,
+        reason: Reason::AnswerDiffers,
+        message: format!(
+            "{} Not synced: {}; still differing: {}. A full pass follows at once.",
+            outcome.message,
+            why,
+            describe_drift(&u.drift)
+        ),
+        applied: None,
+        ..outcome
+    }
+}
+
+/// Records a fallback on a successful outcome: message, normalization and the applied voice.
+fn with_fallback(mut outcome: Outcome, d: &Decision, fallback: Option<Fallback>) -> Outcome {
+    let Some(f) = fallback else {
+        return outcome;
+    };
+    outcome.message = format!(
+        "{} Vapi refused voice {} ({}); used the fallback voice {} instead.",
+        outcome.message, f.from, f.message, f.to
+    );
+    outcome
+        .normalizations
+        .push(describe_normalization(&Normalization {
+            from: f.from,
+            to: f.to,
+            rule: FALLBACK_RULE,
+            dropped: Vec::new(),
+        }));
+    outcome.applied = d.desired.clone().map(|mut body| {
+        body.insert("voice".to_owned(), f.voice);
+        body
+    });
+    outcome
+}
+
+/// Observe-only, paused or dry-run: report what enforcing would do, write nothing to Vapi.
+pub(crate) fn hands_off(d: &Decision, dry_run: bool) -> Outcome {
+    let (state, reason) = match (d.mode, dry_run) {
+        (Mode::Paused, _) => (SyncState::Paused, Reason::Paused),
+        (_, true) => (SyncState::Drifted, Reason::DryRun),
+        _ => (SyncState::Drifted, Reason::ObserveOnly),
+    };
+    let would = describe(&d.action, &d.duplicates);
+    match (&d.action, would) {
+        (Action::Invalid { problems }, _) => invalid(d.agent_id, d.generation, problems),
+        (Action::InSync { assistant_id, .. }, None) if state != SyncState::Paused => {
+            in_sync(d, assistant_id)
+        }
+        (action, would) => {
+            let prefix = match reason {
+                Reason::Paused => "Management is paused for this agent",
+                Reason::DryRun => "The controller runs in dry-run mode",
+                _ => "This agent is observe-only",
+            };
+            let message = match would {
+                Some(w) => format!("{prefix}; enforcing would {w}. Nothing was sent to Vapi."),
+                None => format!("{prefix}; its assistant matches."),
+            };
+            let drift = match action {
+                Action::Patch { drift, .. } => drift.clone(),
+                _ => Vec::new(),
+            };
+            let assistant = match action {
+                Action::InSync { assistant_id, .. } | Action::Patch { assistant_id, .. } => {
+                    Some(assistant_id.clone())
+                }
+                _ => None,
+            };
+            let state =
+                if state == SyncState::Drifted && !action.writes() && d.duplicates.is_empty() {
+                    // Nothing would be written (waiting for a create, or already deleted).
+                    match action {
+                        Action::Deleted => SyncState::Deleted,
+                        _ => SyncState::Pending,
+                    }
+                } else {
+                    state
+                };
+            Outcome::other(d.agent_id, d.generation, state, reason, message, false)
+                .with_drift(&drift)
+                .with_assistant(assistant)
+        }
+    }
+}
+
+/// What enforcing an action would do, in words; `None` when it would write nothing.
+fn describe(action: &Action, duplicates: &[String]) -> Option<String> {
+    let main = match action {
+        Action::Create { .. } => Some("create the assistant".to_owned()),
+        Action::Recreate { previous_id, .. } => Some(format!(
+            "recreate the assistant (the recorded {previous_id} is gone)"
+        )),
+        Action::Patch {
+            assistant_id,
+            drift,
+            ..
+        } => Some(format!(
+            "patch assistant {assistant_id} (differing fields: {})",
+            describe_drift(drift)
+        )),
+        Action::Delete { assistant_ids } => {
+            Some(format!("delete assistant(s) {}", assistant_ids.join(", ")))
+        }
+        _ => None,
+    };
+    let dups = (!duplicates.is_empty())
+        .then(|| format!("delete duplicate assistant(s) {}", duplicates.join(", ")));
+    match (main, dups) {
+        (Some(m), Some(d)) => Some(format!("{m} and {d}")),
+        (m, d) => m.or(d),
+    }
+}
+
+fn in_sync(d: &Decision, assistant_id: &str) -> Outcome {
+    Outcome::synced(
+        d.agent_id,
+        d.generation,
+        Reason::InSync,
+        assistant_id,
+        format!(
+            "Assistant {assistant_id} matches generation {}.",
+            d.generation
+        ),
+    )
+}
+
+pub(crate) fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {
+    Outcome::failed(
+        agent_id,
+        generation,
+        Reason::InvalidSpec,
+        format!(
+            "The spec cannot be sent to Vapi: {}. Nothing was sent.",
+            problems.join("; ")
+        ),
+        false,
+    )
 }

@@ -14,8 +14,9 @@
 //! way (new, deleted, a create in flight) are counted in `left_to_full_pass` for a full pass.
 //!
 //! A pass never stops for one agent: each decision ends in an outcome, failures included.
-//! There are no retry loops inside a pass; the next pass is the retry. The blast-radius guard
-//! stops a pass before its first write when it would destroy too much, until an operator confirms.
+//! Beyond the lane's few quick retries of an idempotent call (cut short by shutdown), the next
+//! pass is the retry. The blast-radius guard stops a pass before its first write when it would
+//! destroy too much, until an operator confirms.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,9 +28,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::execute::{self, Done, Gate};
+use super::apply::{self, Gate};
 use super::lane::{self, CallError, Lane};
-use super::outcome::{Outcome, Reason};
+use super::outcome::{self, Done, Outcome, Reason};
 use super::requeue::Requeue;
 use crate::credentials::{ApiKey, LoadedKey};
 use crate::metrics::Metrics;
@@ -77,6 +78,9 @@ pub struct PassReport {
     pub diverged: usize,
     /// Agents a focused pass was asked for but left to a full pass.
     pub left_to_full_pass: usize,
+    /// Writes whose answer still differed from the spec: a full pass must follow.
+    #[serde(skip)]
+    pub unverified: usize,
     /// Extra marked assistants of agents.
     pub duplicates: usize,
     /// Every agent's state after this pass, for the metrics.
@@ -189,6 +193,8 @@ pub(super) struct Survey {
     pub(super) early: Vec<Done>,
     orphans_known: bool,
     pub(super) names: HashMap<Uuid, String>,
+    /// Every key a full pass found in use (`None` for a focused pass, which sees only some).
+    keys_in_use: Option<HashSet<String>>,
 }
 
 pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassReport, PassError> {
@@ -202,7 +208,13 @@ pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassRep
         early,
         orphans_known,
         names: _,
+        keys_in_use,
     } = survey(ctx, scope).await?;
+    // Forgetting lanes of keys gone out of use is the pass's business, not the survey's: a
+    // preview surveys too, and must leave the registry as it found it.
+    if let Some(in_use) = &keys_in_use {
+        ctx.lanes.retain(in_use);
+    }
     if !plan.strays.is_empty() || orphans_known {
         let sightings: Vec<_> = plan
             .strays
@@ -306,13 +318,11 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         groups
             .entry(platform.fingerprint().to_owned())
             .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
-        // Only a full pass knows every key in use.
-        let in_use: HashSet<String> = groups.keys().cloned().collect();
-        ctx.lanes.retain(&in_use);
         ctx.store.orphan_sightings().await?
     } else {
         HashMap::new()
     };
+    let keys_in_use = full.then(|| groups.keys().cloned().collect::<HashSet<String>>());
     let now = Utc::now();
     let mut plan = Plan::default();
     let mut decision_lanes = Vec::new();
@@ -320,7 +330,7 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     let mut list_errors = Vec::new();
     for (lane, agents) in groups.into_values() {
         let listed = if full {
-            list(&lane).await
+            list(&lane, ctx.cancel).await
         } else {
             Ok(agents
                 .iter()
@@ -329,6 +339,8 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         };
         let assistants = match listed {
             Ok(assistants) => assistants,
+            // Stopping: nothing was learned, so nothing is recorded for these agents.
+            Err(CallError::Stopped) => continue,
             Err(err) => {
                 // Without the actual state nothing can be decided; every agent says why, except
                 // an agent whose spec is unsendable, which keeps saying so (that needs no listing).
@@ -340,7 +352,7 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
                     Done::status(
                         match reconcile::desired_body(a, &ctx.settings.plan.voices) {
                             Err(problems) if !a.deleted => {
-                                execute::invalid(a.id, a.generation, &problems)
+                                outcome::invalid(a.id, a.generation, &problems)
                             }
                             _ => Outcome::call_failed(
                                 a.id,
@@ -358,7 +370,7 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         if full {
             report.assistants_listed += assistants.len();
         }
-        let part = reconcile::plan(&PlanInput {
+        let mut part = reconcile::plan(&PlanInput {
             agents: &agents,
             assistants: &assistants,
             known_agents: &known,
@@ -367,6 +379,15 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
             now,
             settings: &ctx.settings.plan,
         });
+        if !full {
+            // Planned against what was last applied, not against Vapi: "in sync" here is an
+            // assumption, never a status. Only a write's answer, or a full pass's listing,
+            // may say so.
+            let planned = part.decisions.len();
+            part.decisions
+                .retain(|d| !matches!(d.action, Action::InSync { .. }));
+            report.left_to_full_pass += planned - part.decisions.len();
+        }
         decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
         stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
         plan.decisions.extend(part.decisions);
@@ -410,6 +431,7 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         early,
         orphans_known: !orphans_seen.is_empty(),
         names,
+        keys_in_use,
     })
 }
 
@@ -465,7 +487,7 @@ async fn guard_and_execute(
 }
 
 /// Lists with one lane; a quarantined key is probed at most once per probe interval.
-async fn list(lane: &Lane) -> Result<Vec<ActualAssistant>, CallError> {
+async fn list(lane: &Lane, stop: &CancellationToken) -> Result<Vec<ActualAssistant>, CallError> {
     if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
         return Err(CallError::Quarantined {
             fingerprint: lane.fingerprint().to_owned(),
@@ -474,7 +496,7 @@ async fn list(lane: &Lane) -> Result<Vec<ActualAssistant>, CallError> {
         });
     }
     Ok(lane
-        .list_all()
+        .list_all(stop)
         .await?
         .into_iter()
         .filter_map(ActualAssistant::from_value)
@@ -564,8 +586,20 @@ async fn execute_plan(
                     m.active_workers.inc();
                 }
                 let done = match w {
-                    Work::Agent(d, lane) => execute::decision(ctx, d, &lane).await,
-                    Work::Stray(s, lane) => execute::stray(ctx, s, &lane).await,
+                    Work::Agent(d, lane) => {
+                        let applied = apply::decision(ctx, &d, &lane).await;
+                        outcome::settle(&d, applied, ctx.settings.dry_run, lane.fingerprint())
+                    }
+                    Work::Stray(s, lane) => {
+                        let applied = apply::stray(ctx, &s, &lane).await;
+                        Done {
+                            journal: applied.journal,
+                            discarded: applied.discarded,
+                            orphans_deleted: usize::from(applied.deleted),
+                            skipped: applied.skipped,
+                            ..Done::default()
+                        }
+                    }
                 };
                 if let Some(m) = ctx.metrics {
                     m.active_workers.dec();
@@ -611,6 +645,8 @@ async fn record(
 ) -> Result<(), PassError> {
     let mut updates = Vec::with_capacity(done.len());
     let mut journal = Vec::new();
+    let mut discarded = Vec::new();
+    let mut creates = Vec::new();
     let mut settled = Vec::new();
     for d in done {
         if let Some(m) = ctx.metrics {
@@ -621,7 +657,10 @@ async fn record(
             }
         }
         journal.extend(d.journal);
+        discarded.extend(d.discarded);
+        creates.extend(d.create_settled);
         settled.extend(d.settle_intent);
+        report.unverified += usize::from(d.needs_full_pass);
         report.duplicates_deleted += d.duplicates_deleted;
         report.orphans_deleted += d.orphans_deleted;
         report.deleted += d.assistants_deleted;
@@ -641,6 +680,7 @@ async fn record(
             }
         }
         report.states.insert(o.agent_id, o.state);
+        ctx.requeue.forget_settled(&o);
         if let Some(m) = ctx.metrics {
             let result = match o.state {
                 SyncState::Failed => {
@@ -658,7 +698,9 @@ async fn record(
         }
     }
     // The journal first: it must hold every write even if this replica was just deposed.
-    ctx.store.append_journal(&journal).await?;
+    ctx.store
+        .record_journal(&journal, &discarded, &creates)
+        .await?;
     report.journal_entries += journal.len();
     ctx.store
         .write_outcomes(&ctx.owner.fences(), &updates, &settled)

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::execute::Gate;
+use super::apply::Gate;
 use super::pass::{PassContext, PassError, Scope, survey};
 use crate::reconcile::guard::{self, Impact};
 use crate::reconcile::{Action, Drift, Mode, StrayAction, describe_normalization};

@@ -5,6 +5,11 @@
 //!
 //! Held in memory by the leader: a new leader starts with every agent due, which costs at most
 //! one attempt each.
+//!
+//! Bounded work: an entry is a reason to wake only while its time lies ahead, and never before
+//! its key's open breaker admits a probe (a retry then would be refused locally anyway). Agents
+//! that cannot progress by a retry leave the queue: hands-off (paused, observe-only, dry-run),
+//! deleted, or refused because their key is quarantined or unreadable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,16 +18,18 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use super::outcome::Outcome;
+use super::outcome::{Outcome, Reason};
 use crate::resilience::{Backoff, Clock};
 use crate::store::SyncState;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     failures: u32,
     next_at: Instant,
     generation: i64,
     terminal: bool,
+    /// The key the failing call used, so its open breaker can postpone the retry.
+    key: Option<String>,
 }
 
 pub struct Requeue {
@@ -90,6 +97,7 @@ impl Requeue {
                         next_at: self.clock.now() + self.policy.delay_random(failures),
                         generation: o.generation,
                         terminal: o.reason.is_terminal(),
+                        key: o.key_fingerprint.clone(),
                     },
                 );
                 true
@@ -98,19 +106,137 @@ impl Requeue {
         }
     }
 
+    /// Forgets agents a retry cannot help: hands-off, deleted, or refused for their key (it is
+    /// probed by the lane, and a new key is tried at once).
+    pub fn forget_settled(&self, o: &Outcome) {
+        let settled = matches!(
+            o.state,
+            SyncState::Paused | SyncState::Drifted | SyncState::Deleted
+        ) || matches!(
+            o.reason,
+            Reason::CredentialsRejected | Reason::CredentialsUnavailable
+        );
+        if settled {
+            self.entries().remove(&o.agent_id);
+        }
+    }
+
     /// Agents waiting out a back-off or a spec change.
     pub fn len(&self) -> usize {
         self.entries().len()
     }
 
-    /// The earliest time a backed-off agent is due (terminal ones never are).
-    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+    /// The earliest time still ahead at which a backed-off agent falls due (terminal ones never
+    /// do), but not before its key's breaker admits a probe (`open_until` of a fingerprint).
+    pub fn next_due(
+        &self,
+        open_until: impl Fn(&str) -> Option<tokio::time::Instant>,
+    ) -> Option<tokio::time::Instant> {
+        let now = self.clock.now();
         let at = self
             .entries()
             .values()
-            .filter(|e| !e.terminal)
-            .map(|e| e.next_at)
+            .filter(|e| !e.terminal && e.next_at > now)
+            .map(|e| {
+                let due = self.clock.to_tokio(e.next_at);
+                let open = e.key.as_deref().and_then(&open_until);
+                open.map_or(due, |open| due.max(open))
+            })
             .min()?;
-        Some(self.clock.to_tokio(at))
+        Some(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failure(agent: Uuid, reason: Reason) -> Outcome {
+        Outcome::failed(agent, 1, reason, "failed".into(), true).with_key("fp")
+    }
+
+    fn queue() -> Requeue {
+        let policy = Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(2),
+            jitter: 0.0,
+        };
+        Requeue::new(policy, Clock::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_time_that_has_passed_is_no_wake_up() {
+        let q = queue();
+        let agent = Uuid::new_v4();
+        assert!(q.observe(&failure(agent, Reason::VapiUnavailable)));
+        let due = q.next_due(|_| None).expect("due in 2 s");
+        assert_eq!(due - tokio::time::Instant::now(), Duration::from_secs(2));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // Still queued (its next attempt decides), but no longer a reason to wake.
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next_due(|_| None), None);
+        assert_eq!(q.waiting(agent, 1), None, "due: the next pass attempts it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_postpones_the_retry_to_its_probe() {
+        let q = queue();
+        q.observe(&failure(Uuid::new_v4(), Reason::VapiUnavailable));
+        let probe = tokio::time::Instant::now() + Duration::from_secs(30);
+        let due = q.next_due(|fp| (fp == "fp").then_some(probe));
+        assert_eq!(due, Some(probe));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hands_off_deleted_and_quarantined_agents_leave_the_queue() {
+        let q = queue();
+        let cases = [
+            Outcome::other(
+                Uuid::new_v4(),
+                1,
+                SyncState::Paused,
+                Reason::Paused,
+                String::new(),
+                false,
+            ),
+            Outcome::other(
+                Uuid::new_v4(),
+                1,
+                SyncState::Drifted,
+                Reason::ObserveOnly,
+                String::new(),
+                false,
+            ),
+            Outcome::other(
+                Uuid::new_v4(),
+                1,
+                SyncState::Deleted,
+                Reason::Deleted,
+                String::new(),
+                true,
+            ),
+            Outcome::failed(
+                Uuid::new_v4(),
+                1,
+                Reason::CredentialsRejected,
+                String::new(),
+                false,
+            ),
+        ];
+        for o in &cases {
+            q.observe(&failure(o.agent_id, Reason::VapiUnavailable));
+        }
+        assert_eq!(q.len(), cases.len());
+        for o in &cases {
+            q.forget_settled(o);
+        }
+        assert_eq!(q.len(), 0);
+        // A failure that a retry may fix stays.
+        let kept = failure(Uuid::new_v4(), Reason::VapiTimeout);
+        q.observe(&kept);
+        q.forget_settled(&kept);
+        assert_eq!(q.len(), 1);
     }
 }

@@ -384,6 +384,9 @@ pub struct Decision {
     pub duplicates: Vec<String>,
     /// The outstanding create intent, when the action settles it (found, or to be replaced).
     pub intent: Option<CreateIntent>,
+    /// The listed assistant that carries the intent's operation id, if that create landed
+    /// (kept or a duplicate): what settles its journal row as `ok` rather than `failed`.
+    pub intent_landed: Option<String>,
     /// The full body the assistant should have, when the spec can be sent: what a successful
     /// action has applied (the third side of the next comparison). `None` also when the agent is
     /// in sync and its `last_applied` already equals it: there is nothing new to record.
@@ -555,6 +558,7 @@ pub fn decide(
         action: Action::Deleted,
         duplicates: Vec::new(),
         intent: agent.intent.clone(),
+        intent_landed: None,
         desired: None,
         normalizations: Vec::new(),
     };
@@ -594,6 +598,7 @@ pub fn decide(
             .copied()
             .find(|a| a.marker().and_then(|m| m.operation_id) == Some(i.operation_id))
     });
+    decision.intent_landed = by_operation.map(|a| a.id.clone());
     let found = recorded
         .map(|a| (a, false))
         .or_else(|| by_operation.map(|a| (a, true)))
@@ -716,6 +721,38 @@ fn compare(
             drift,
             adopted,
         }
+    }
+}
+
+/// What Vapi's answer to a write still lacks of the desired body: the differing top-level keys
+/// whole (ready to PATCH) and their leaf paths, classified as changed in Vapi. `None` when the
+/// answer holds every desired key. The answer is the whole assistant after the write, so this
+/// is an observation: a status says `synced` only when it is `None`.
+pub fn residual(
+    desired: &Map<String, Value>,
+    answer: Map<String, Value>,
+) -> Option<(Map<String, Value>, Vec<Drift>)> {
+    let assistant = ActualAssistant {
+        id: String::new(),
+        created_at: String::new(),
+        body: answer,
+    };
+    let unmatched = json::TextMatch {
+        equal: false,
+        within: false,
+    };
+    match compare(desired, &assistant, false, None, unmatched) {
+        Action::Patch { patch, drift, .. } => {
+            let drift = drift
+                .into_iter()
+                .map(|d| Drift {
+                    kind: DriftKind::Actual,
+                    ..d
+                })
+                .collect();
+            Some((patch, drift))
+        }
+        _ => None,
     }
 }
 

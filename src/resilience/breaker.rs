@@ -123,6 +123,16 @@ impl Breaker {
         self.last_transition
     }
 
+    /// Whether [`Breaker::admit`] would let a call through at `now`, without asking: no state
+    /// changes and no probe is taken.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => self.open_until.is_none_or(|until| now >= until),
+            BreakerState::HalfOpen => self.probe_until.is_none_or(|until| now >= until),
+        }
+    }
+
     /// Asks to make a call at `now`.
     ///
     /// A probe's slot is leased for `open_base`: a caller that drops its probe without

@@ -15,7 +15,7 @@ mod health;
 mod journal;
 
 pub use health::CredentialHealth;
-pub use journal::{JournalEntry, JournalOutcome};
+pub use journal::{CreateSettled, JournalEntry, JournalOutcome};
 
 // Per-organization Vapi keys, sealed by the vault.
 mod org_keys;
@@ -313,18 +313,16 @@ impl Store {
         Ok(tx)
     }
 
-    /// Records create intents before their POSTs are sent.
-    ///
-    /// `epoch` is the epoch of the lease the agent's shard is written under.
-    pub async fn record_intents(
+    /// Records a create intent before its POST is sent and, in the same transaction, the
+    /// `pending` journal row of that POST (its id is returned): the two exist together or not at
+    /// all. `epoch` is the epoch of the lease the agent's shard is written under.
+    pub async fn record_intent(
         &self,
         fences: &[Fence],
         epoch: i64,
         intents: &[(Uuid, CreateIntent)],
-    ) -> Result<(), StoreError> {
-        if intents.is_empty() {
-            return Ok(());
-        }
+        write: &JournalEntry,
+    ) -> Result<i64, StoreError> {
         let agents: Vec<Uuid> = intents.iter().map(|(a, _)| *a).collect();
         let operations: Vec<Uuid> = intents.iter().map(|(_, i)| i.operation_id).collect();
         let generations: Vec<i64> = intents.iter().map(|(_, i)| i.generation).collect();
@@ -348,8 +346,9 @@ impl Store {
         .bind(epoch)
         .execute(&mut *tx)
         .await?;
+        let id = journal::begin(&mut *tx, write).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(id)
     }
 
     /// Upserts a batch of outcomes and removes the create intents they settled, in one fenced
@@ -444,9 +443,32 @@ impl Store {
         Ok(())
     }
 
-    /// Appends journal entries. Not fenced: they record what was done.
-    pub async fn append_journal(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        journal::append(&self.pool, entries).await
+    /// Records journal entries: completes the pending rows they carry the id of, inserts the
+    /// others, withdraws the rows of writes never sent, and settles creates' pending rows. Not
+    /// fenced: they record what was done, whoever did it.
+    pub async fn record_journal(
+        &self,
+        entries: &[JournalEntry],
+        discarded: &[i64],
+        creates: &[CreateSettled],
+    ) -> Result<(), StoreError> {
+        let (begun, new): (Vec<&JournalEntry>, Vec<&JournalEntry>) =
+            entries.iter().partition(|e| e.id.is_some());
+        journal::append(&self.pool, &new).await?;
+        journal::complete(&self.pool, &begun).await?;
+        journal::discard(&self.pool, discarded).await?;
+        journal::settle_creates(&self.pool, creates).await
+    }
+
+    /// Inserts the `pending` journal row of a write about to be sent; returns its id.
+    pub async fn begin_write(&self, entry: &JournalEntry) -> Result<i64, StoreError> {
+        journal::begin(&self.pool, entry).await
+    }
+
+    /// Settles the pending journal rows earlier epochs of these leases left behind.
+    pub async fn resolve_deposed_writes(&self, fences: &[Fence]) -> Result<u64, StoreError> {
+        let leases: Vec<(String, i64)> = fences.iter().map(|f| (f.name.clone(), f.epoch)).collect();
+        journal::resolve_deposed(&self.pool, &leases).await
     }
 
     /// Deletes journal entries older than `retention`; returns how many.
