@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::lane::{CallError, Lane};
+use super::outcome::{MESSAGE_MAX, bounded};
 use super::pass::PassContext;
 use crate::reconcile::voice::is_voice_rejection;
 use crate::reconcile::{
@@ -194,7 +195,7 @@ impl<'a> Journal<'a> {
             outcome,
             assistant_id: assistant_id.map(str::to_owned),
             operation_id,
-            why: self.with_voice(action, why),
+            why: bounded(&self.with_voice(action, why), MESSAGE_MAX),
         }
     }
 

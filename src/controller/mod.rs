@@ -20,8 +20,10 @@ mod outcome;
 mod outcome_tests;
 mod pass;
 mod preview;
+mod record;
 mod requeue;
 mod schedule;
+mod survey;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

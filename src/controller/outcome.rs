@@ -274,7 +274,7 @@ impl Outcome {
             observed_generation: self.generation,
             state: self.state,
             reason: self.reason.as_str(),
-            message: self.message.clone(),
+            message: bounded(&self.message, MESSAGE_MAX),
             drift: self.drift.clone(),
             drift_detail: serde_json::to_value(&self.drift_detail).unwrap_or_default(),
             applied: self.applied.clone().map(Value::Object),
@@ -283,6 +283,23 @@ impl Outcome {
             key_fingerprint: self.key_fingerprint.clone(),
         }
     }
+}
+
+/// The longest status message stored, in bytes; longer ones end in a marker with the full size.
+/// Messages quote what tenants and Vapi wrote (key names, error texts), which have no bound.
+pub(crate) const MESSAGE_MAX: usize = 4096;
+
+/// `text` cut to at most `max` bytes (on a character boundary) with a marker saying so.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let marker = format!(" … [truncated: {} bytes in all]", text.len());
+    let mut cut = max.saturating_sub(marker.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{marker}", &text[..cut])
 }
 
 /// A sentence for a failed call, with what to do about it.

@@ -441,3 +441,21 @@ fn stopped_and_skipped_writes_record_no_status() {
         assert!(done.status.is_none() && done.skipped);
     }
 }
+
+#[test]
+fn long_messages_are_bounded_with_a_marker() {
+    use super::outcome::{MESSAGE_MAX, bounded};
+    let short = "Created assistant asst-9.";
+    assert_eq!(bounded(short, MESSAGE_MAX), short);
+    // A key name of a megabyte, in multi-byte characters, as a hostile spec might carry.
+    let long = "é".repeat(500_000);
+    let cut = bounded(&long, MESSAGE_MAX);
+    assert!(cut.len() <= MESSAGE_MAX, "{}", cut.len());
+    assert!(
+        cut.ends_with(" … [truncated: 1000000 bytes in all]"),
+        "{}",
+        &cut[cut.len() - 60..]
+    );
+    let status = super::outcome::invalid(Uuid::from_u128(1), 1, &[long]).to_update();
+    assert!(status.message.len() <= MESSAGE_MAX);
+}

@@ -1,43 +1,49 @@
-//! One reconcile pass: read desired state, list actual state, plan (pure), guard, execute, record.
+//! One reconcile pass, as a one-way pipeline of stages with typed hand-offs:
 //!
 //! ```text
-//!  Postgres ──1 query──▶ agents + status + intents ─┐
-//!                                                   ├─▶ reconcile::plan ─▶ guard ─▶ execute (≤ C at once;
-//!  Vapi ──paged LIST──▶ assistants ─────────────────┘     (pure)          (pure)   a create records
-//!                                                                                  its intent first)
-//!                                                                                     │
-//!                       journal (append) + status & settled intents (fenced) ◀────────┘
+//!  survey.rs  (reads only)  Postgres: agents+status+intents; Vapi: one paged LIST per key
+//!     │ Survey: per key one group (lane, agents, listing), planned by reconcile::plan (PURE)
+//!     ▼
+//!  reconcile::guard (PURE)  would it destroy too much? then stop before the first write
+//!     │ Plan
+//!     ▼
+//!  apply.rs   (Vapi effects only, ≤ C at once)  journal row before each write, then the call
+//!     │ Applied: Effect per action (created / patched(verified) / gone / unknown / failed / …)
+//!     ▼
+//!  outcome.rs (PURE)        decision + Applied → status, reason, message (golden-tested)
+//!     │ Done
+//!     ▼
+//!  record.rs  (batched)     journal completions; changed statuses + settled intents (fenced)
 //! ```
-//! A focused pass ([`Scope::Agents`], for a small save the database named) skips the listing:
-//! each named agent is planned against the assistant its status records, as last applied
-//! ([`reconcile::assume_applied`]), so a save costs one PATCH. Agents it cannot vouch for that
-//! way (new, deleted, a create in flight) are counted in `left_to_full_pass` for a full pass.
+//! This file wires the stages: [`run_pass`] surveys, guards, applies with bounded concurrency
+//! and records as outcomes arrive. A focused pass ([`Scope::Agents`], for a small save the
+//! database named) is the same pipeline with a survey that stands in for the listing (see
+//! `survey.rs`); agents it cannot vouch for are counted in `left_to_full_pass`.
 //!
 //! A pass never stops for one agent: each decision ends in an outcome, failures included.
 //! Beyond the lane's few quick retries of an idempotent call (cut short by shutdown), the next
 //! pass is the retry. The blast-radius guard stops a pass before its first write when it would
 //! destroy too much, until an operator confirms.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::apply::{self, Gate};
-use super::lane::{self, CallError, Lane};
-use super::outcome::{self, Done, Outcome, Reason};
+use super::lane::{self, Lane};
+use super::outcome::{self, Done};
+use super::record::record;
 use super::requeue::Requeue;
+use super::survey::{Survey, survey};
 use crate::credentials::{ApiKey, LoadedKey};
 use crate::metrics::Metrics;
 use crate::reconcile::guard::{self, GuardSettings, Impact};
-use crate::reconcile::{
-    self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput, PlanSettings, StrayAction,
-};
+use crate::reconcile::{self, Action, Plan, PlanSettings, StrayAction};
 use crate::sharding::Ownership;
 use crate::store::{Orphan, RecordedStatus, Store, StoreError, SyncState};
 
@@ -181,22 +187,6 @@ const STATUS_BATCH: usize = 500;
 /// How many of the guarded actions a block records for the operator.
 const BLOCK_SAMPLE: usize = 20;
 
-/// What a pass found before acting: the plan over every key's listing, and the outcomes that
-/// need no Vapi write (agents whose key is unusable or whose listing failed).
-pub(super) struct Survey {
-    started: Instant,
-    pub(super) report: PassReport,
-    recorded: HashMap<Uuid, RecordedStatus>,
-    pub(super) plan: Plan,
-    decision_lanes: Vec<Arc<Lane>>,
-    stray_lanes: Vec<Arc<Lane>>,
-    pub(super) early: Vec<Done>,
-    orphans_known: bool,
-    pub(super) names: HashMap<Uuid, String>,
-    /// Every key a full pass found in use (`None` for a focused pass, which sees only some).
-    keys_in_use: Option<HashSet<String>>,
-}
-
 pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassReport, PassError> {
     let Survey {
         started,
@@ -248,193 +238,6 @@ pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassRep
     .await
 }
 
-/// Reads the desired state, lists every key's assistants (or, focused, stands in for the
-/// listing) and plans; writes nothing.
-pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Survey, PassError> {
-    let started = Instant::now();
-    let mut report = PassReport {
-        dry_run: ctx.settings.dry_run,
-        ..PassReport::default()
-    };
-    let rows = match scope {
-        Scope::All => ctx.store.load_agents(ctx.owner.shards()).await?,
-        Scope::Agents(ids) => {
-            let mut rows = ctx.store.load_agents_by_id(ctx.owner.shards(), ids).await?;
-            let loaded = rows.len();
-            rows.retain(|(a, _)| reconcile::assume_applied(a).is_some());
-            report.left_to_full_pass = loaded - rows.len();
-            rows
-        }
-    };
-    let full = matches!(scope, Scope::All);
-    report.deleted_agents = rows.iter().filter(|(a, _)| a.deleted).count();
-    report.agents = rows.len() - report.deleted_agents;
-    let mut recorded: HashMap<Uuid, RecordedStatus> = HashMap::with_capacity(rows.len());
-    let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
-    let names: HashMap<Uuid, String> = rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect();
-    report.states = rows
-        .iter()
-        .map(|(a, r)| {
-            let state = r
-                .as_ref()
-                .filter(|r| r.observed_generation >= a.generation)
-                .and_then(|r| r.state)
-                .unwrap_or(SyncState::Pending);
-            (a.id, state)
-        })
-        .collect();
-
-    // Each agent goes to its org's own key, or the platform key. An org whose stored key cannot
-    // be read gets nothing: falling back to the platform key would write to another Vapi org.
-    let mut groups: HashMap<String, (Arc<Lane>, Vec<DesiredAgent>)> = HashMap::new();
-    let mut early = Vec::new();
-    for (agent, status) in rows {
-        if let Some(status) = status {
-            recorded.insert(agent.id, status);
-        }
-        let (key, scope) = match ctx.org_keys.get(&agent.org_id) {
-            Some(Ok(key)) => (key, format!("org {}", agent.org_id)),
-            Some(Err(why)) => {
-                early.push(Done::status(Outcome::failed(
-                    agent.id,
-                    agent.generation,
-                    Reason::CredentialsUnavailable,
-                    format!("The organization's own Vapi key cannot be used: {why}. Nothing was sent; the platform key is never used in its place."),
-                    false,
-                )));
-                continue;
-            }
-            None => (&ctx.platform.key, "platform".to_owned()),
-        };
-        groups
-            .entry(key.fingerprint().to_owned())
-            .or_insert_with(|| (ctx.lanes.lane(key, &scope), Vec::new()))
-            .1
-            .push(agent);
-    }
-    let orphans_seen = if full {
-        // The platform key is listed even with no agent on it: its orphans are found only so.
-        let platform = &ctx.platform.key;
-        groups
-            .entry(platform.fingerprint().to_owned())
-            .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
-        ctx.store.orphan_sightings().await?
-    } else {
-        HashMap::new()
-    };
-    let keys_in_use = full.then(|| groups.keys().cloned().collect::<HashSet<String>>());
-    let now = Utc::now();
-    let mut plan = Plan::default();
-    let mut decision_lanes = Vec::new();
-    let mut stray_lanes = Vec::new();
-    let mut list_errors = Vec::new();
-    for (lane, agents) in groups.into_values() {
-        let listed = if full {
-            list(&lane, ctx.cancel).await
-        } else {
-            Ok(agents
-                .iter()
-                .filter_map(reconcile::assume_applied)
-                .collect())
-        };
-        let assistants = match listed {
-            Ok(assistants) => assistants,
-            // Stopping: nothing was learned, so nothing is recorded for these agents.
-            Err(CallError::Stopped) => continue,
-            Err(err) => {
-                // Without the actual state nothing can be decided; every agent says why, except
-                // an agent whose spec is unsendable, which keeps saying so (that needs no listing).
-                if !matches!(err, CallError::Quarantined { .. }) {
-                    tracing::warn!(error = %err, kind = err.kind(), fingerprint = lane.fingerprint(), "listing assistants failed");
-                }
-                list_errors.push(format!("key {}: {err}", lane.fingerprint()));
-                early.extend(agents.iter().map(|a| {
-                    Done::status(
-                        match reconcile::desired_body(a, &ctx.settings.plan.voices) {
-                            Err(problems) if !a.deleted => {
-                                outcome::invalid(a.id, a.generation, &problems)
-                            }
-                            _ => Outcome::call_failed(
-                                a.id,
-                                a.generation,
-                                "list assistants",
-                                &err,
-                                lane.fingerprint(),
-                            ),
-                        },
-                    )
-                }));
-                continue;
-            }
-        };
-        if full {
-            report.assistants_listed += assistants.len();
-        }
-        let mut part = reconcile::plan(&PlanInput {
-            agents: &agents,
-            assistants: &assistants,
-            known_agents: &known,
-            orphans_seen: &orphans_seen,
-            shards: ctx.owner.shards(),
-            now,
-            settings: &ctx.settings.plan,
-        });
-        if !full {
-            // Planned against what was last applied, not against Vapi: "in sync" here is an
-            // assumption, never a status. Only a write's answer, or a full pass's listing,
-            // may say so.
-            let planned = part.decisions.len();
-            part.decisions
-                .retain(|d| !matches!(d.action, Action::InSync { .. }));
-            report.left_to_full_pass += planned - part.decisions.len();
-        }
-        decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
-        stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
-        plan.decisions.extend(part.decisions);
-        plan.strays.extend(part.strays);
-        plan.managed += part.managed;
-        plan.unmanaged += part.unmanaged;
-        plan.other_shards += part.other_shards;
-    }
-    if !list_errors.is_empty() {
-        report.list_error = Some(list_errors.join("; "));
-    }
-    report.managed = plan.managed;
-    report.unmanaged = plan.unmanaged;
-    report.other_shards = plan.other_shards;
-    report.orphans = plan.strays.len();
-    for d in &plan.decisions {
-        let differs = match &d.action {
-            Action::Create { .. } | Action::Recreate { .. } | Action::AwaitCreate { .. } => {
-                report.missing += 1;
-                true
-            }
-            Action::Patch { .. } => {
-                report.diverged += 1;
-                true
-            }
-            Action::Delete { .. } => true,
-            _ => false,
-        };
-        report.duplicates += d.duplicates.len();
-        if differs || !d.duplicates.is_empty() {
-            report.drifting.push(d.agent_id);
-        }
-    }
-    Ok(Survey {
-        started,
-        report,
-        recorded,
-        plan,
-        decision_lanes,
-        stray_lanes,
-        early,
-        orphans_known: !orphans_seen.is_empty(),
-        names,
-        keys_in_use,
-    })
-}
-
 async fn guard_and_execute(
     ctx: &PassContext<'_>,
     plan: Plan,
@@ -484,23 +287,6 @@ async fn guard_and_execute(
         strays: stray_lanes,
     };
     execute_plan(ctx, plan, lanes, recorded, report, started).await
-}
-
-/// Lists with one lane; a quarantined key is probed at most once per probe interval.
-async fn list(lane: &Lane, stop: &CancellationToken) -> Result<Vec<ActualAssistant>, CallError> {
-    if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
-        return Err(CallError::Quarantined {
-            fingerprint: lane.fingerprint().to_owned(),
-            status: r.status,
-            message: r.message,
-        });
-    }
-    Ok(lane
-        .list_all(stop)
-        .await?
-        .into_iter()
-        .filter_map(ActualAssistant::from_value)
-        .collect())
 }
 
 /// A few of the destructive actions, for the operator who reads a block.
@@ -633,116 +419,4 @@ async fn execute_plan(
     written?;
     report.duration = started.elapsed();
     Ok(report)
-}
-
-/// Counts outcomes, appends their journal entries, and writes the statuses that change what the
-/// status table says together with the intents they settle.
-async fn record(
-    ctx: &PassContext<'_>,
-    done: Vec<Done>,
-    recorded: &HashMap<Uuid, RecordedStatus>,
-    report: &mut PassReport,
-) -> Result<(), PassError> {
-    let mut updates = Vec::with_capacity(done.len());
-    let mut journal = Vec::new();
-    let mut discarded = Vec::new();
-    let mut creates = Vec::new();
-    let mut settled = Vec::new();
-    for d in done {
-        if let Some(m) = ctx.metrics {
-            for j in &d.journal {
-                m.actions_total
-                    .with_label_values(&[j.action, j.outcome.as_str()])
-                    .inc();
-            }
-        }
-        journal.extend(d.journal);
-        discarded.extend(d.discarded);
-        creates.extend(d.create_settled);
-        settled.extend(d.settle_intent);
-        report.unverified += usize::from(d.needs_full_pass);
-        report.duplicates_deleted += d.duplicates_deleted;
-        report.orphans_deleted += d.orphans_deleted;
-        report.deleted += d.assistants_deleted;
-        report.skipped += usize::from(d.skipped);
-        let Some(o) = d.status else { continue };
-        if o.attempted {
-            report.voice_normalizations += o.normalizations.len();
-            if let Some(m) = ctx.metrics {
-                for n in &o.normalizations {
-                    let rule = n
-                        .rsplit_once('(')
-                        .map_or("", |(_, r)| r.trim_end_matches(')'));
-                    m.voice_normalizations_total
-                        .with_label_values(&[rule])
-                        .inc();
-                }
-            }
-        }
-        report.states.insert(o.agent_id, o.state);
-        ctx.requeue.forget_settled(&o);
-        if let Some(m) = ctx.metrics {
-            let result = match o.state {
-                SyncState::Failed => {
-                    m.reconcile_errors_total.inc();
-                    "error"
-                }
-                SyncState::Pending => "requeue",
-                _ => "success",
-            };
-            m.reconcile_total.with_label_values(&[result]).inc();
-        }
-        count(&o, report);
-        if !already_recorded(&o, recorded.get(&o.agent_id)) {
-            updates.push(o.to_update());
-        }
-    }
-    // The journal first: it must hold every write even if this replica was just deposed.
-    ctx.store
-        .record_journal(&journal, &discarded, &creates)
-        .await?;
-    report.journal_entries += journal.len();
-    ctx.store
-        .write_outcomes(&ctx.owner.fences(), &updates, &settled)
-        .await?;
-    report.status_writes += updates.len();
-    Ok(())
-}
-
-fn count(o: &Outcome, report: &mut PassReport) {
-    match (o.state, o.reason) {
-        (SyncState::Failed, _) => {
-            report.failed += 1;
-            tracing::warn!(agent_id = %o.agent_id, reason = o.reason.as_str(), message = %o.message, "agent failed");
-        }
-        (SyncState::Drifted | SyncState::Paused, _) => report.not_enforced += 1,
-        (_, Reason::InSync) => report.in_sync += 1,
-        (_, Reason::Created) => report.created += 1,
-        (_, Reason::Patched) => report.patched += 1,
-        (_, Reason::AssistantRecreated) => report.recreated += 1,
-        (_, Reason::Adopted) => report.adopted += 1,
-        (_, Reason::CreateOutcomeUnknown) => report.awaiting_create += 1,
-        _ => {}
-    }
-    if o.attempted && o.state != SyncState::Failed {
-        tracing::info!(agent_id = %o.agent_id, state = o.state.as_str(), reason = o.reason.as_str(), assistant_id = o.assistant_id.as_deref().unwrap_or(""), message = %o.message, "agent reconciled");
-    }
-}
-
-/// Nothing was attempted and the status table already says this: no write. An agent that was,
-/// and still is, synced with the same assistant keeps its row (why it got synced, what drifted).
-fn already_recorded(o: &Outcome, recorded: Option<&RecordedStatus>) -> bool {
-    let Some(r) = recorded.filter(|_| !o.attempted) else {
-        return false;
-    };
-    // A newly applied body must be recorded: it is the next comparison's third side. The plan
-    // leaves out a body equal to the recorded one (`Decision::desired`), so any body is new.
-    let same = o.applied.is_none()
-        && r.state == Some(o.state)
-        && r.observed_generation == o.generation
-        && (o.assistant_id.is_none() || r.assistant_id == o.assistant_id);
-    if o.reason == Reason::InSync {
-        return same;
-    }
-    same && r.reason == o.reason.as_str() && r.drift == o.drift
 }

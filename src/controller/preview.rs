@@ -4,7 +4,8 @@
 use uuid::Uuid;
 
 use super::apply::Gate;
-use super::pass::{PassContext, PassError, Scope, survey};
+use super::pass::{PassContext, PassError, Scope};
+use super::survey::survey;
 use crate::reconcile::guard::{self, Impact};
 use crate::reconcile::{Action, Drift, Mode, StrayAction, describe_normalization};
 

@@ -1,0 +1,245 @@
+//! Survey (reads only): the desired state from Postgres and the actual state from Vapi, planned.
+//!
+//! In: the pass's scope. Out: a [`Survey`]: per credential one group (its lane, its agents, its
+//! listing) planned by the pure [`reconcile::plan`], the decisions each paired with its lane,
+//! and the outcomes that need no Vapi write (a key that cannot be used, a listing that failed).
+//! Nothing here writes to Vapi or to controller state; a preview runs exactly this.
+//!
+//! A focused pass ([`Scope::Agents`]) stands in for the listing with what each named agent's
+//! status records as applied ([`reconcile::assume_applied`]). That stand-in is an assumption, so
+//! a decision it calls "in sync" is handed to a full pass rather than recorded: only a listing
+//! or the answer to a write may say `synced`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::lane::{CallError, Lane};
+use super::outcome::{self, Done, Outcome, Reason};
+use super::pass::{PassContext, PassError, PassReport, Scope};
+use crate::reconcile::{self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput};
+use crate::store::{RecordedStatus, SyncState};
+
+/// What a pass found before acting: the plan over every key's listing, and the outcomes that
+/// need no Vapi write (agents whose key is unusable or whose listing failed).
+pub(crate) struct Survey {
+    pub(super) started: Instant,
+    pub(super) report: PassReport,
+    pub(super) recorded: HashMap<Uuid, RecordedStatus>,
+    pub(super) plan: Plan,
+    pub(super) decision_lanes: Vec<Arc<Lane>>,
+    pub(super) stray_lanes: Vec<Arc<Lane>>,
+    pub(super) early: Vec<Done>,
+    pub(super) orphans_known: bool,
+    pub(super) names: HashMap<Uuid, String>,
+    /// Every key a full pass found in use (`None` for a focused pass, which sees only some).
+    pub(super) keys_in_use: Option<HashSet<String>>,
+}
+
+/// Reads the desired state, lists every key's assistants (or, focused, stands in for the
+/// listing) and plans; writes nothing.
+pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Survey, PassError> {
+    let started = Instant::now();
+    let mut report = PassReport {
+        dry_run: ctx.settings.dry_run,
+        ..PassReport::default()
+    };
+    let rows = match scope {
+        Scope::All => ctx.store.load_agents(ctx.owner.shards()).await?,
+        Scope::Agents(ids) => {
+            let mut rows = ctx.store.load_agents_by_id(ctx.owner.shards(), ids).await?;
+            let loaded = rows.len();
+            rows.retain(|(a, _)| reconcile::assume_applied(a).is_some());
+            report.left_to_full_pass = loaded - rows.len();
+            rows
+        }
+    };
+    let full = matches!(scope, Scope::All);
+    report.deleted_agents = rows.iter().filter(|(a, _)| a.deleted).count();
+    report.agents = rows.len() - report.deleted_agents;
+    let mut recorded: HashMap<Uuid, RecordedStatus> = HashMap::with_capacity(rows.len());
+    let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
+    let names: HashMap<Uuid, String> = rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect();
+    report.states = rows
+        .iter()
+        .map(|(a, r)| {
+            let state = r
+                .as_ref()
+                .filter(|r| r.observed_generation >= a.generation)
+                .and_then(|r| r.state)
+                .unwrap_or(SyncState::Pending);
+            (a.id, state)
+        })
+        .collect();
+
+    // Each agent goes to its org's own key, or the platform key. An org whose stored key cannot
+    // be read gets nothing: falling back to the platform key would write to another Vapi org.
+    let mut groups: HashMap<String, (Arc<Lane>, Vec<DesiredAgent>)> = HashMap::new();
+    let mut early = Vec::new();
+    for (agent, status) in rows {
+        if let Some(status) = status {
+            recorded.insert(agent.id, status);
+        }
+        let (key, scope) = match ctx.org_keys.get(&agent.org_id) {
+            Some(Ok(key)) => (key, format!("org {}", agent.org_id)),
+            Some(Err(why)) => {
+                early.push(Done::status(Outcome::failed(
+                    agent.id,
+                    agent.generation,
+                    Reason::CredentialsUnavailable,
+                    format!("The organization's own Vapi key cannot be used: {why}. Nothing was sent; the platform key is never used in its place."),
+                    false,
+                )));
+                continue;
+            }
+            None => (&ctx.platform.key, "platform".to_owned()),
+        };
+        groups
+            .entry(key.fingerprint().to_owned())
+            .or_insert_with(|| (ctx.lanes.lane(key, &scope), Vec::new()))
+            .1
+            .push(agent);
+    }
+    let orphans_seen = if full {
+        // The platform key is listed even with no agent on it: its orphans are found only so.
+        let platform = &ctx.platform.key;
+        groups
+            .entry(platform.fingerprint().to_owned())
+            .or_insert_with(|| (ctx.lanes.lane(platform, "platform"), Vec::new()));
+        ctx.store.orphan_sightings().await?
+    } else {
+        HashMap::new()
+    };
+    let keys_in_use = full.then(|| groups.keys().cloned().collect::<HashSet<String>>());
+    let now = Utc::now();
+    let mut plan = Plan::default();
+    let mut decision_lanes = Vec::new();
+    let mut stray_lanes = Vec::new();
+    let mut list_errors = Vec::new();
+    for (lane, agents) in groups.into_values() {
+        let listed = if full {
+            list(&lane, ctx.cancel).await
+        } else {
+            Ok(agents
+                .iter()
+                .filter_map(reconcile::assume_applied)
+                .collect())
+        };
+        let assistants = match listed {
+            Ok(assistants) => assistants,
+            // Stopping: nothing was learned, so nothing is recorded for these agents.
+            Err(CallError::Stopped) => continue,
+            Err(err) => {
+                // Without the actual state nothing can be decided; every agent says why, except
+                // an agent whose spec is unsendable, which keeps saying so (that needs no listing).
+                if !matches!(err, CallError::Quarantined { .. }) {
+                    tracing::warn!(error = %err, kind = err.kind(), fingerprint = lane.fingerprint(), "listing assistants failed");
+                }
+                list_errors.push(format!("key {}: {err}", lane.fingerprint()));
+                early.extend(agents.iter().map(|a| {
+                    Done::status(
+                        match reconcile::desired_body(a, &ctx.settings.plan.voices) {
+                            Err(problems) if !a.deleted => {
+                                outcome::invalid(a.id, a.generation, &problems)
+                            }
+                            _ => Outcome::call_failed(
+                                a.id,
+                                a.generation,
+                                "list assistants",
+                                &err,
+                                lane.fingerprint(),
+                            ),
+                        },
+                    )
+                }));
+                continue;
+            }
+        };
+        if full {
+            report.assistants_listed += assistants.len();
+        }
+        let mut part = reconcile::plan(&PlanInput {
+            agents: &agents,
+            assistants: &assistants,
+            known_agents: &known,
+            orphans_seen: &orphans_seen,
+            shards: ctx.owner.shards(),
+            now,
+            settings: &ctx.settings.plan,
+        });
+        if !full {
+            // Planned against what was last applied, not against Vapi: "in sync" here is an
+            // assumption, never a status. Only a write's answer, or a full pass's listing,
+            // may say so.
+            let planned = part.decisions.len();
+            part.decisions
+                .retain(|d| !matches!(d.action, Action::InSync { .. }));
+            report.left_to_full_pass += planned - part.decisions.len();
+        }
+        decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
+        stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
+        plan.decisions.extend(part.decisions);
+        plan.strays.extend(part.strays);
+        plan.managed += part.managed;
+        plan.unmanaged += part.unmanaged;
+        plan.other_shards += part.other_shards;
+    }
+    if !list_errors.is_empty() {
+        report.list_error = Some(list_errors.join("; "));
+    }
+    report.managed = plan.managed;
+    report.unmanaged = plan.unmanaged;
+    report.other_shards = plan.other_shards;
+    report.orphans = plan.strays.len();
+    for d in &plan.decisions {
+        let differs = match &d.action {
+            Action::Create { .. } | Action::Recreate { .. } | Action::AwaitCreate { .. } => {
+                report.missing += 1;
+                true
+            }
+            Action::Patch { .. } => {
+                report.diverged += 1;
+                true
+            }
+            Action::Delete { .. } => true,
+            _ => false,
+        };
+        report.duplicates += d.duplicates.len();
+        if differs || !d.duplicates.is_empty() {
+            report.drifting.push(d.agent_id);
+        }
+    }
+    Ok(Survey {
+        started,
+        report,
+        recorded,
+        plan,
+        decision_lanes,
+        stray_lanes,
+        early,
+        orphans_known: !orphans_seen.is_empty(),
+        names,
+        keys_in_use,
+    })
+}
+
+/// Lists with one lane; a quarantined key is probed at most once per probe interval.
+async fn list(lane: &Lane, stop: &CancellationToken) -> Result<Vec<ActualAssistant>, CallError> {
+    if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
+        return Err(CallError::Quarantined {
+            fingerprint: lane.fingerprint().to_owned(),
+            status: r.status,
+            message: r.message,
+        });
+    }
+    Ok(lane
+        .list_all(stop)
+        .await?
+        .into_iter()
+        .filter_map(ActualAssistant::from_value)
+        .collect())
+}
