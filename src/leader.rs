@@ -9,17 +9,69 @@
 //!
 //! Holding the lock is proven, not assumed: a heartbeat runs one statement every renew interval
 //! that checks `pg_locks` for our granted lock on this very session and that the row is still at
-//! our epoch, without waiting on the row locks that fenced writes hold. Writes are allowed only while the last proof (timed from *before* the query was sent)
-//! is younger than `lease`; `may_write` checks that age itself, so a hung heartbeat cannot keep
-//! leadership alive. A new leader waits `lease` before its first write unless the previous holder
-//! released gracefully, which outlasts the old leader's last proof. The session sets server-side
-//! TCP keepalives and `tcp_user_timeout`, so Postgres drops a vanished client's session (and its
-//! lock) within seconds instead of the kernel's hours.
+//! our epoch, without waiting on the row locks that fenced writes hold. Writes are allowed only
+//! while the last proof (timed from *before* the query was sent) is younger than `lease`;
+//! `may_write` checks that age itself, so a hung heartbeat cannot keep leadership alive. A new
+//! leader waits `lease` before its first write unless the previous holder released gracefully,
+//! which outlasts the old leader's last proof. The session sets server-side TCP keepalives and
+//! `tcp_user_timeout`, so Postgres drops a vanished client's session (and its lock) within
+//! seconds instead of the kernel's hours.
+//!
+//! **A hung holder.** Keepalives only help when the far end is gone. A frozen process (`SIGSTOP`,
+//! a paused VM) or a path that hangs without closing (a stuck pooler, a half-open NAT, a frozen
+//! relay) leaves a live socket at Postgres, and the session and its lock stay forever while the
+//! holder writes nothing. Two designs were weighed:
+//!
+//! - *A lease row with an expiry as the source of truth* (Kubernetes' Lease), the advisory lock
+//!   at most an optimisation. Exclusivity would then rest on expiry arithmetic, and every fenced
+//!   write would have to check the expiry as well as the epoch; the lock's "exactly one session"
+//!   guarantee, which Postgres enforces for us, would be demoted to a hint.
+//! - *Keep the lock as the source of truth and make a hung holder's session end* (chosen). The
+//!   holder stamps `leader_heartbeat.proven_at = now()` with every proof (a table of its own:
+//!   fenced writes share-lock `leader_lease` back to back, and a heartbeat that waited for them
+//!   would age for being busy). A standby that cannot get the lock reads the holder's pid from
+//!   `pg_locks` and its heartbeat; older than one lease, by Postgres's clock on both sides, it
+//!   calls `pg_terminate_backend` on that pid and tries the lock again at once. The
+//!   [`crate::sharding`] member sessions get the same treatment, so a hung replica also stops
+//!   counting as a member.
+//!
+//! Why one lease is the threshold, and why it is safe. A holder gives up by itself once its last
+//! proof is one lease old, timed from before the query was sent, which is no later than the
+//! `now()` the query stamped; so a heartbeat one lease old by Postgres's clock belongs to a holder
+//! that no longer writes by its own rules (clock *rates* are assumed equal, as every lease
+//! system assumes; no two clocks' readings are compared). And exclusivity never depends on that
+//! threshold: proofs go through the holder's session, so once Postgres has ended it the old
+//! holder cannot prove again, and the taker still waits one lease before writing (the holder did
+//! not release), which outlasts the old holder's last proof. A wrong threshold or a Postgres
+//! clock step can cost an unneeded failover, never two writers. A thawed old leader finds its
+//! proof expired (its monotonic clock ran on while it was stopped), so `may_write` is false at
+//! its first check and the heartbeat fires `lost` at once; a write it had already decided on
+//! fails at Postgres on the epoch.
+//!
+//! While the epoch bump waits on the lease row, whatever holds that row is a transaction of the
+//! old epoch (the lock is already ours): after one query timeout those transactions are
+//! terminated too ([`pg_blocking_pids`]), since a frozen writer's never end.
+//!
+//! The bound, from the instant a leader hangs: its last heartbeat is at most that old; a standby
+//! sees it one lease old within one poll interval after that, terminates it and bumps the epoch
+//! (milliseconds; one query timeout more if a transaction of the hung leader holds the lease
+//! row), then waits one lease: **at most 2 × lease + poll** (6.5 s with the defaults 3 s and
+//! 500 ms, plus the renew interval in the worst case of a stuck write). `examples/bench.rs
+//! failover --hang freeze|path` measures it.
+//!
+//! Privilege: `pg_terminate_backend` works on backends of the caller's own role (or a role it is
+//! a member of) and for members of `pg_signal_backend`, never on a superuser's backend unless the
+//! caller is superuser. Replicas that share one database role need nothing more. The two-argument
+//! form (waiting for the backend to exit) needs PostgreSQL 14 or later. A holder without a
+//! heartbeat row (an older binary) is never terminated.
 //!
 //! Limits: this fences what is gated on `may_write` and on the epoch. A request to Vapi that a
 //! partitioned old leader already sent can still land up to that request's timeout after the old
-//! leader lost its proof; a lease longer than the request timeout closes most of that window, and
+//! leader lost its proof, and a process frozen between its `may_write` check and sending a request
+//! sends it when thawed; a lease longer than the request timeout closes most of that window, and
 //! the reconcile being idempotent makes the rest converge.
+//!
+//! [`pg_blocking_pids`]: https://www.postgresql.org/docs/current/functions-info.html
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,7 +7,11 @@
 //! dedicated session for as long as it runs. `pg_locks` then tells every replica, in one query,
 //! how many replicas are alive and which shard counts they run with; a replica that vanishes
 //! leaves the count as soon as Postgres drops its session (at once for a killed process, within
-//! the keepalive timeouts for a lost host). Each replica aims at `ceil(shards / replicas)`:
+//! the keepalive timeouts for a lost host). A replica that hangs keeps its session, so each
+//! member also stamps `leader_members.seen_at = now()` every round (and while it waits between
+//! passes); a member whose stamp is older than one lease by Postgres's clock is not counted and
+//! its session is terminated, as [`crate::leader`] does with a hung lease holder, whose shards
+//! count as free for the takeover. Each replica aims at `ceil(shards / replicas)`:
 //! below that it takes free shards (preferring those that rank highest for it by rendezvous
 //! hashing, so replicas reach for different ones), above it it hands the lowest-ranked back
 //! gracefully, after its current pass, so the taker starts at once.
@@ -16,6 +20,10 @@
 //! leases, so while the members' locks show more than one count, every replica holds no shard
 //! (a rolling update that changes `--shards` pauses until the old replicas are gone). A one-shot
 //! command takes every shard or none.
+//!
+//! Every query of a round is bounded (one lease each), so a path to Postgres that hangs fails
+//! the round instead of stopping the elector; a replica that lost a lease unreleased publishes
+//! itself as unproven ([`Owned::unproven`]) until a round reaches Postgres again.
 //!
 //! Limits: shard leases are taken through `pg_try_advisory_lock`, so exclusivity and fencing are
 //! exactly [`crate::leader`]'s, per shard; each held shard keeps one Postgres connection open. A
