@@ -53,11 +53,11 @@
 //! terminated too ([`pg_blocking_pids`]), since a frozen writer's never end.
 //!
 //! The bound, from the instant a leader hangs: its last heartbeat is at most that old; a standby
-//! sees it one lease old within one poll interval after that, terminates it and bumps the epoch
-//! (milliseconds; one query timeout more if a transaction of the hung leader holds the lease
-//! row), then waits one lease: **at most 2 × lease + poll** (6.5 s with the defaults 3 s and
-//! 500 ms, plus the renew interval in the worst case of a stuck write). `examples/bench.rs
-//! failover --hang freeze|path` measures it.
+//! sees it one lease old within one poll interval after that, terminates it and bumps the epoch,
+//! then waits one lease: **2 × lease + poll, plus one election round** (6.5 s with the defaults
+//! 3 s and 500 ms; a round, its queries and the termination, takes tens of milliseconds, and one
+//! query timeout more when a transaction of the hung leader holds the lease row). `examples/bench.rs
+//! -- --scenario failover --hang freeze|path` measures it (docs/benchmarks.md: 5.5 to 6.9 s).
 //!
 //! Privilege: `pg_terminate_backend` works on backends of the caller's own role (or a role it is
 //! a member of) and for members of `pg_signal_backend`, never on a superuser's backend unless the

@@ -303,7 +303,8 @@ fn first_message_in_vapi(sim: &Simulator, agent: Uuid) -> Option<String> {
 /// Vapi, the hung leader says it cannot prove anything while it can still answer, and once it
 /// resumes it writes nothing, neither to Vapi nor to Postgres, and stands by.
 async fn a_hung_leader_is_replaced(pool: PgPool, shards: u32, hang: Hang) {
-    use common::process::{Relay, Replica, postgres_addr};
+    use common::process::{Replica, postgres_addr};
+    use common::relay::Relay;
     let url = url_of(&pool);
     let sim = Simulator::new();
     let key = Uuid::new_v4().to_string();
