@@ -252,6 +252,11 @@ async fn a_takeover_terminates_a_stuck_write_of_the_old_epoch(pool: PgPool) {
     );
 }
 
+/// A timestamp read from Postgres: the clock the heartbeats are timed by.
+async fn db_time(pool: &PgPool, sql: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
 /// Takes the lock from a session of its own, writes a heartbeat for it as a holder would, and
 /// then never proves again: a frozen holder, whose session Postgres keeps.
 async fn hung_holder(pool: &PgPool, name: &str) -> sqlx::PgConnection {
@@ -290,18 +295,11 @@ async fn a_holder_whose_heartbeat_is_older_than_the_lease_is_terminated_and_repl
     let b = elector(&pool, "vapi-reconciler", "b", lease);
     // While the heartbeat is younger than the lease the holder is left alone.
     assert!(b.try_acquire().await.unwrap().is_none());
-    let before: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("select now() from leader_heartbeat")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let before = db_time(&pool, "select proven_at from leader_heartbeat").await;
     let second = timeout(EVENT, stand_by(&b))
         .await
         .expect("the hung holder was never replaced");
-    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let after = db_time(&pool, "select now()").await;
     // Measured by Postgres: the takeover came no earlier than one lease after the last proof.
     assert!(
         (after - before).to_std().unwrap() >= lease,
@@ -332,20 +330,12 @@ async fn a_live_leaders_heartbeat_keeps_standbys_off(pool: PgPool) {
     let b = elector(&pool, "vapi-reconciler", "b", lease);
     // Standing by until the leader has proven for three more leases (by its heartbeat, timed
     // by Postgres): the proving leader is never terminated.
-    let start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let start = db_time(&pool, "select now()").await;
     let until = start + chrono::TimeDelta::from_std(lease * 3).unwrap();
     timeout(EVENT, async {
         loop {
             assert!(b.try_acquire().await.unwrap().is_none());
-            let proven: chrono::DateTime<chrono::Utc> =
-                sqlx::query_scalar("select proven_at from leader_heartbeat")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            if proven >= until {
+            if db_time(&pool, "select proven_at from leader_heartbeat").await >= until {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
