@@ -12,14 +12,19 @@
 //! next to this example in the target directory; under `cargo run` the harness first runs
 //! `cargo build --bin vapi-reconciler` with the same profile and target directory, so it is never
 //! stale; `--binary` names another one) against the in-process simulator, and SIGKILLs the
-//! leader, round after round.
+//! leader, round after round; `--hang freeze` stops it with SIGSTOP instead, and `--hang path`
+//! stops a TCP relay (`socat`) between it and Postgres, so the path hangs without closing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/relay.rs"]
+mod relay;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
@@ -81,6 +86,10 @@ struct Args {
     /// of its shards edited, and "leads" is the survivor writing for every shard.
     #[arg(long, default_value_t = 1)]
     shards: u32,
+    /// How the leader fails (failover): `kill` (SIGKILL), `freeze` (SIGSTOP, resumed after the
+    /// round) or `path` (SIGSTOP of the `socat` relay between it and Postgres, resumed after).
+    #[arg(long, default_value = "kill")]
+    hang: String,
     /// One more argument for every `run` process (failover; repeatable, in order), e.g.
     /// `--extra-arg=--vapi-write-rate=100`.
     #[arg(long = "extra-arg", allow_hyphen_values = true)]
@@ -875,6 +884,8 @@ fn reconciler_binary(args: &Args) -> anyhow::Result<std::path::PathBuf> {
 struct Launch {
     bin: std::path::PathBuf,
     url: String,
+    /// `--hang path`: each process reaches Postgres through a relay of its own.
+    relayed: bool,
     base_url: String,
     key: String,
     /// After `run --listen … --holder …`: the leader timings and `--extra-arg`s.
@@ -887,6 +898,7 @@ struct Replica {
     holder: String,
     addr: std::net::SocketAddr,
     child: tokio::process::Child,
+    relay: Option<relay::Relay>,
 }
 
 impl Launch {
@@ -894,7 +906,21 @@ impl Launch {
         self.log_dir.join(format!("{holder}.log"))
     }
 
-    fn spawn(&self, holder: &str) -> anyhow::Result<Replica> {
+    async fn spawn(&self, holder: &str) -> anyhow::Result<Replica> {
+        let relay = if self.relayed {
+            let target = reqwest::Url::parse(&self.url)?;
+            let target = format!(
+                "{}:{}",
+                target.host_str().unwrap_or("127.0.0.1"),
+                target.port().unwrap_or(5432)
+            );
+            Some(relay::Relay::start(&target).await)
+        } else {
+            None
+        };
+        let url = relay
+            .as_ref()
+            .map_or(self.url.clone(), |r| r.url(&self.url));
         // A free port, released just before the process binds it.
         let addr = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?;
         let log = std::fs::OpenOptions::new()
@@ -905,7 +931,7 @@ impl Launch {
             .arg("run")
             .args(["--listen", &addr.to_string(), "--holder", holder])
             .args(&self.args)
-            .env("DATABASE_URL", &self.url)
+            .env("DATABASE_URL", &url)
             .env("VAPI_BASE_URL", &self.base_url)
             .env("VAPI_PRIVATE_KEY", &self.key)
             .env_remove("VAPI_PRIVATE_KEY_FILE")
@@ -920,15 +946,78 @@ impl Launch {
             holder: holder.to_owned(),
             addr,
             child,
+            relay,
         })
     }
 }
 
 impl Replica {
-    /// SIGKILL, then reap.
+    /// SIGKILL, then reap (resumed first, so a stopped relay lets nothing linger).
     async fn kill(&mut self) {
+        if let Some(relay) = &self.relay {
+            relay.thaw();
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the replica has exited")?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid}");
+        Ok(())
+    }
+
+    /// Makes it fail as `hang` says.
+    fn fail(&mut self, hang: Hang) -> anyhow::Result<()> {
+        match hang {
+            Hang::Kill => self.child.start_kill()?,
+            Hang::Freeze => self.signal("-STOP")?,
+            Hang::Path => self.relay.as_ref().context("no relay")?.freeze(),
+        }
+        Ok(())
+    }
+
+    /// Resumes what `fail` stopped (a killed one is reaped; the caller starts it again).
+    async fn resume(&mut self, hang: Hang) -> anyhow::Result<()> {
+        match hang {
+            Hang::Kill => {
+                let _ = self.child.wait().await;
+            }
+            Hang::Freeze => self.signal("-CONT")?,
+            Hang::Path => self.relay.as_ref().context("no relay")?.thaw(),
+        }
+        Ok(())
+    }
+}
+
+/// How the failover scenario's leader fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Hang {
+    Kill,
+    Freeze,
+    Path,
+}
+
+impl Hang {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "kill" => Ok(Self::Kill),
+            "freeze" => Ok(Self::Freeze),
+            "path" => Ok(Self::Path),
+            other => anyhow::bail!("unknown --hang {other:?}: kill, freeze or path"),
+        }
+    }
+
+    /// How the event is named in the table.
+    fn event(self) -> &'static str {
+        match self {
+            Self::Kill => "SIGKILL",
+            Self::Freeze => "SIGSTOP",
+            Self::Path => "path SIGSTOP",
+        }
     }
 }
 
@@ -1089,9 +1178,11 @@ async fn failover(args: &Args) -> anyhow::Result<Vec<Row>> {
         args.shards.to_string(),
     ];
     launch_args.extend(args.extra_args.iter().cloned());
+    let hang = Hang::parse(&args.hang)?;
     let launch = Launch {
         bin,
         url: env.url.clone(),
+        relayed: hang == Hang::Path,
         base_url: env.sim.base_url.clone(),
         key: env.raw_key.clone(),
         args: launch_args,
@@ -1150,8 +1241,9 @@ async fn failover_rounds(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()?;
+    let hang = Hang::parse(&args.hang)?;
     for holder in ["bench-a", "bench-b"] {
-        replicas.push(launch.spawn(holder)?);
+        replicas.push(launch.spawn(holder).await?);
     }
 
     // Converged first: every agent synced by whichever replica leads.
@@ -1220,7 +1312,7 @@ async fn failover_rounds(
         let message = format!("Failover {round} at {}.", Uuid::new_v4().simple());
         let killed_at = chrono::Utc::now();
         let t0 = Instant::now();
-        replicas[victim].child.start_kill()?;
+        replicas[victim].fail(hang)?;
         env.edit_first_message(*agent, &message).await?;
         let commit = t0.elapsed();
         let leads = tokio::spawn({
@@ -1272,9 +1364,10 @@ async fn failover_rounds(
         );
         let lock = (acquired_at - killed_at).to_std().unwrap_or_default();
         eprintln!(
-            "failover round {}: killed {}; {lease} taken after {:.0} ms, leader after {:.0} ms, \
+            "failover round {}: {} {}; {lease} taken after {:.0} ms, leader after {:.0} ms, \
              edit in Vapi after {:.0} ms",
             round + 1,
+            hang.event(),
             replicas[victim].holder,
             lock.as_secs_f64() * 1000.0,
             leads.as_secs_f64() * 1000.0,
@@ -1287,10 +1380,13 @@ async fn failover_rounds(
             commit,
         });
 
-        // The killed one comes back (as the standby, or to take its share of the shards back).
-        let _ = replicas[victim].child.wait().await;
+        // The killed one comes back, the hung one resumes (as the standby, or to take its share
+        // of the shards back).
+        replicas[victim].resume(hang).await?;
         let holder = replicas[victim].holder.clone();
-        replicas[victim] = launch.spawn(&holder)?;
+        if hang == Hang::Kill {
+            replicas[victim] = launch.spawn(&holder).await?;
+        }
         let back = replicas[victim].addr;
         if !sharded {
             anyhow::ensure!(
@@ -1328,10 +1424,21 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let goal = 5.0;
+    let hang = Hang::parse(&args.hang).unwrap_or(Hang::Kill);
+    let event = hang.event();
     let lease = Duration::from(args.lease);
     let poll = Duration::from(args.poll);
-    let leads_bound = secs(lease + poll);
+    // A crash frees the lock at once: the lease wait and a poll. A hang frees it only once the
+    // heartbeat is a lease old: one lease more (src/leader.rs, "A hung holder").
+    let (leads_bound, leads_formula) = match hang {
+        Hang::Kill => (secs(lease + poll), "lease + poll"),
+        Hang::Freeze | Hang::Path => (secs(lease * 2 + poll), "2 × lease + poll"),
+    };
+    // The edit also waits for one pass after the takeover.
+    let goal = match hang {
+        Hang::Kill => 5.0,
+        Hang::Freeze | Hang::Path => leads_bound + 1.0,
+    };
     let (v50, vmax) = (
         secs(median(visible.clone())),
         secs(visible.iter().max().copied().unwrap_or_default()),
@@ -1361,33 +1468,33 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
     vec![
         Row {
             scenario: format!(
-                "failover p50: SIGKILL → edit in Vapi (N={n}, L={}ms, K={k}{who})",
+                "failover p50: {event} → edit in Vapi (N={n}, L={}ms, K={k}{who})",
                 args.latency_ms
             ),
             measured: format!("{v50:.2} s"),
-            bound: format!("< {goal:.0} s"),
+            bound: format!("< {goal:.1} s"),
             ratio: Some(v50 / goal),
             note: format!(
-                "lease {} waited after a crash + lock taken {lock_mean:.0} ms after the kill \
+                "lease {} waited after the takeover + lock taken {lock_mean:.0} ms after the {event} \
                  (mean, max {lock_max:.0}; poll {}) + one pass after taking over, \
                  {pass_mean:.0} ms (mean; LIST + PATCH at L); edit committed ≤ {commit_max:.0} ms \
-                 after the kill; setup sync {:.1} s",
+                 after the {event}; setup sync {:.1} s",
                 args.lease,
                 args.poll,
                 secs(setup)
             ),
         },
         Row {
-            scenario: "failover max: SIGKILL → edit in Vapi".to_owned(),
+            scenario: format!("failover max: {event} → edit in Vapi"),
             measured: format!("{vmax:.2} s"),
-            bound: format!("< {goal:.0} s"),
+            bound: format!("< {goal:.1} s"),
             ratio: Some(vmax / goal),
             note: format!("rounds: {} s", list(&visible)),
         },
         Row {
-            scenario: format!("failover p50: SIGKILL → survivor's /readyz {leads_what}"),
+            scenario: format!("failover p50: {event} → survivor's /readyz {leads_what}"),
             measured: format!("{l50:.2} s"),
-            bound: format!("lease + poll = {leads_bound:.2} s"),
+            bound: format!("{leads_formula} = {leads_bound:.2} s"),
             ratio: Some(l50 / leads_bound),
             note: format!(
                 "/readyz polled every 5 ms; renew {}; rounds: {} s",
@@ -1396,9 +1503,9 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             ),
         },
         Row {
-            scenario: "failover max: SIGKILL → survivor leads".to_owned(),
+            scenario: format!("failover max: {event} → survivor leads"),
             measured: format!("{lmax:.2} s"),
-            bound: format!("lease + poll = {leads_bound:.2} s"),
+            bound: format!("{leads_formula} = {leads_bound:.2} s"),
             ratio: Some(lmax / leads_bound),
             note: "the role turns leader after the lease wait, before the first pass".to_owned(),
         },

@@ -177,7 +177,12 @@ async fn reconcile(
             .filter(|l| l.writing)
             .map(|l| l.shard)
             .collect();
-        (s.role, s.passes_started, s.shard_count.max(1), writing)
+        (
+            s.role_now().0,
+            s.passes_started,
+            s.shard_count.max(1),
+            writing,
+        )
     };
     if role != Role::Leader {
         return error(
@@ -321,8 +326,10 @@ async fn status(State(api): State<Api>) -> Response {
                 .into_iter()
                 .filter(|b| b.confirmed_at.is_none())
                 .collect();
+            let (role, proof_age) = loop_status.role_now();
             Json(json!({
-                "role": loop_status.role,
+                "role": role,
+                "lastProofAgeSeconds": proof_age,
                 "epoch": loop_status.epoch,
                 "passes": loop_status.passes,
                 "focusedPasses": loop_status.focused_passes,

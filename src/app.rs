@@ -271,7 +271,8 @@ async fn build(
             lease: leader.leader_lease.into(),
         },
         leader.shards,
-    );
+    )
+    .with_proof_age_gauge(metrics.lease_proof_age_seconds.clone());
     let controller = Controller::new(
         Store::new(pool.clone()),
         client,

@@ -56,9 +56,11 @@ pub async fn serve(
 
 async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let status = state.loop_status.borrow().clone();
+    let (role, proof_age) = status.role_now();
     Json(json!({
         "status": "ok",
-        "role": status.role,
+        "role": role,
+        "lastProofAgeSeconds": proof_age,
         "epoch": status.epoch,
         "shardCount": status.shard_count,
         "shards": status.shards,
@@ -70,10 +72,10 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
 async fn readyz(State(state): State<HttpState>) -> Response {
     match store::unapplied_migrations(&state.pool).await {
         Ok(missing) if missing.is_empty() => {
-            let (role, shards, note, credentials) = {
+            let ((role, proof_age), shards, note, credentials) = {
                 let s = state.loop_status.borrow();
                 (
-                    s.role,
+                    s.role_now(),
                     s.shards.clone(),
                     s.shard_note.clone(),
                     s.credentials.clone(),
@@ -82,6 +84,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             Json(json!({
                 "status": "ready",
                 "role": role,
+                "lastProofAgeSeconds": proof_age,
                 "shards": shards,
                 "shardNote": note,
                 "platformKey": state.platform_key.current(),

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub passes_total: IntCounterVec,
     pub shards: IntGauge,
     pub shards_owned: IntGauge,
+    pub lease_proof_age_seconds: Gauge,
 }
 
 /// States, drift kinds and breaker states, pre-created so a zero is a zero, not an absence.
@@ -191,6 +192,10 @@ impl Metrics {
                 "vapi_reconciler_shards_owned",
                 "Shards this replica holds and writes for.",
             ))?,
+            lease_proof_age_seconds: Gauge::with_opts(c(
+                "vapi_reconciler_lease_proof_age_seconds",
+                "Age of the oldest shard lease's last proof by any replica, by Postgres's clock, as this replica last read it plus the time since (+Inf for a lease never held).",
+            ))?,
             guard_blocked: IntGauge::with_opts(c(
                 "vapi_reconciler_guard_blocked",
                 "1 while the last pass was stopped by the blast-radius guard.",
@@ -245,6 +250,7 @@ impl Metrics {
             Box::new(self.passes_total.clone()),
             Box::new(self.shards.clone()),
             Box::new(self.shards_owned.clone()),
+            Box::new(self.lease_proof_age_seconds.clone()),
         ]
     }
 

@@ -246,3 +246,248 @@ async fn two_replicas_converge_500_agents_with_one_writer_and_survive_the_leader
         assert_eq!(distinct, 1, "one holder per epoch: {span:?}");
     }
 }
+
+/// How the leader hangs without dying.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Hang {
+    /// `kill -STOP` on the leader process: a paused VM, a frozen container.
+    Process,
+    /// `kill -STOP` on a TCP relay between the leader and Postgres: a hung pooler, a half-open
+    /// NAT. The leader runs on; its sessions stay open at Postgres and never answer.
+    Path,
+}
+
+const LEASE: Duration = Duration::from_secs(1);
+
+fn hang_replica(url: &str, base: &str, key: &str, shards: u32) -> tokio::process::Command {
+    let mut cmd = command(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            &shards.to_string(),
+        ],
+        url,
+        base,
+        key,
+    );
+    cmd.env("VAPI_WRITE_RATE", "10000")
+        .env("VAPI_WRITE_BURST", "100")
+        .env("RESYNC_INTERVAL", "5s")
+        .env("LEADER_LEASE", "1s")
+        .env("LEADER_RENEW_INTERVAL", "200ms")
+        .env("LEADER_POLL_INTERVAL", "100ms")
+        .env("VAPI_REQUEST_TIMEOUT", "2s")
+        .env("CREATE_GRACE", "4s");
+    cmd
+}
+
+async fn writing_all(replica: &common::process::Replica, shards: u32) -> bool {
+    replica
+        .writing()
+        .await
+        .is_some_and(|w| w.len() == shards as usize)
+}
+
+/// The first message Vapi holds for `agent`'s assistant.
+fn first_message_in_vapi(sim: &Simulator, agent: Uuid) -> Option<String> {
+    sim.assistants("org-1")
+        .into_iter()
+        .find(|a| a["metadata"]["agentId"] == agent.to_string())
+        .and_then(|a| a["firstMessage"].as_str().map(str::to_owned))
+}
+
+/// A leader that hangs (frozen, or cut off behind a frozen relay) is replaced: the standby
+/// terminates its sessions and takes every lease it held, an edit made during the hang reaches
+/// Vapi, the hung leader says it cannot prove anything while it can still answer, and once it
+/// resumes it writes nothing, neither to Vapi nor to Postgres, and stands by.
+async fn a_hung_leader_is_replaced(pool: PgPool, shards: u32, hang: Hang) {
+    use common::process::{Replica, postgres_addr};
+    use common::relay::Relay;
+    let url = url_of(&pool);
+    let sim = Simulator::new();
+    let key = Uuid::new_v4().to_string();
+    sim.add_key(&key, "org-1");
+    let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let base = running.base_url();
+    // Enough organizations that with 4 shards every shard has some.
+    let mut agents = Vec::new();
+    for o in 0..8 {
+        let org = common::org(&pool, &format!("org {o}")).await;
+        for a in 0..2 {
+            agents.push((
+                org,
+                common::agent(&pool, org, &format!("agent-{a}"), common::spec(o * 2 + a)).await,
+            ));
+        }
+    }
+    let synced = || async {
+        count(
+            &pool,
+            "select count(*) from agent_sync_status where state = 'synced'",
+        )
+        .await
+            == agents.len() as i64
+    };
+
+    let relay = match hang {
+        Hang::Path => Some(Relay::start(&postgres_addr(&url)).await),
+        Hang::Process => None,
+    };
+    let a_url = relay.as_ref().map_or(url.clone(), |r| r.url(&url));
+    let a = Replica::start("replica-a", hang_replica(&a_url, &base, &key, shards)).await;
+    eventually("replica-a leads every shard", BOUND, || {
+        writing_all(&a, shards)
+    })
+    .await;
+    eventually("replica-a converges", BOUND, synced).await;
+    let b = Replica::start("replica-b", hang_replica(&url, &base, &key, shards)).await;
+    // One shard: b stands by. Four: they split them two and two.
+    let a_shards: Vec<u64> = if shards == 1 {
+        b.until("b stands by", BOUND, |h| h["role"] == "standby")
+            .await;
+        vec![0]
+    } else {
+        eventually("the replicas split the shards", BOUND, || async {
+            let (x, y) = (a.writing().await, b.writing().await);
+            matches!((x, y), (Some(x), Some(y)) if x.len() == 2 && y.len() == 2)
+        })
+        .await;
+        a.writing().await.unwrap()
+    };
+    let a_leases: Vec<String> = sqlx::query_scalar(
+        "select name from leader_lease where holder = 'replica-a' and released_at is null",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(a_leases.len(), a_shards.len(), "{a_leases:?}");
+
+    // The edit goes to an agent of a shard the hung replica held.
+    let (_, edited) = *agents
+        .iter()
+        .find(|(org, _)| {
+            let shard = vapi_reconciler::reconcile::shard::shard_of(*org, shards);
+            a_shards.contains(&u64::from(shard))
+        })
+        .unwrap();
+    match (&relay, hang) {
+        (Some(relay), Hang::Path) => relay.freeze(),
+        _ => signal(&a.child, "-STOP").await,
+    }
+    sqlx::query(
+        "update agents set spec = jsonb_set(spec, '{firstMessage}', '\"Edited during the hang.\"')
+         where id = $1",
+    )
+    .bind(edited)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    eventually("replica-b takes every shard", BOUND, || {
+        writing_all(&b, shards)
+    })
+    .await;
+    eventually("the edit reaches Vapi", BOUND, || async {
+        first_message_in_vapi(&sim, edited).as_deref() == Some("Edited during the hang.")
+    })
+    .await;
+    eventually("replica-b converges", BOUND, synced).await;
+    // Every lease the hung replica held has a new epoch under replica-b.
+    let taken: i64 = sqlx::query_scalar(
+        "select count(*) from leader_lease where name = any($1) and holder = 'replica-b'",
+    )
+    .bind(&a_leases)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(taken, a_leases.len() as i64);
+    if hang == Hang::Path {
+        // Alive but cut off: it does not claim to lead, and says how old its last proof is.
+        let h = a
+            .until("the cut-off leader says it is unproven", BOUND, |h| {
+                h["role"] == "unproven"
+            })
+            .await;
+        assert!(
+            h["lastProofAgeSeconds"]
+                .as_f64()
+                .is_some_and(|age| age >= LEASE.as_secs_f64()),
+            "{h}"
+        );
+    }
+
+    // What the hung replica has done so far, and what Vapi has seen.
+    let journal_of_a = || async {
+        count(
+            &pool,
+            "select count(*) from journal where holder = 'replica-a'",
+        )
+        .await
+    };
+    let a_wrote = journal_of_a().await;
+    let writes = sim.counters().writes();
+    match (&relay, hang) {
+        (Some(relay), Hang::Path) => relay.thaw(),
+        _ => signal(&a.child, "-CONT").await,
+    }
+    a.until("the resumed replica stands by", BOUND, |h| {
+        h["role"] == "standby"
+    })
+    .await;
+    // It stays standing by while replica-b leads: no second writer appears.
+    assert!(writing_all(&b, shards).await);
+    assert_eq!(
+        journal_of_a().await,
+        a_wrote,
+        "the resumed replica wrote to the journal"
+    );
+    assert_eq!(
+        sim.counters().writes(),
+        writes,
+        "a write reached Vapi after the resume"
+    );
+    let still_a: i64 = sqlx::query_scalar(
+        "select count(*) from leader_lease where holder = 'replica-a' and released_at is null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(still_a, 0, "the resumed replica took no lease back");
+    let log = a.log.lock().unwrap().join("\n");
+    assert!(log.contains("lost leadership"), "{log}");
+
+    for r in [&a, &b] {
+        signal(&r.child, "-TERM").await;
+    }
+    let (mut a, mut b) = (a, b);
+    assert!(a.child.wait().await.unwrap().success());
+    assert!(b.child.wait().await.unwrap().success());
+    let counts = marked_per_agent(&sim.assistants("org-1"));
+    assert_eq!(counts.len(), agents.len());
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "one assistant per agent: {counts:?}"
+    );
+}
+
+#[sqlx::test]
+async fn a_frozen_leader_is_replaced(pool: PgPool) {
+    a_hung_leader_is_replaced(pool, 1, Hang::Process).await;
+}
+
+#[sqlx::test]
+async fn a_frozen_leader_of_four_shards_is_replaced(pool: PgPool) {
+    a_hung_leader_is_replaced(pool, 4, Hang::Process).await;
+}
+
+#[sqlx::test]
+async fn a_leader_behind_a_frozen_path_to_postgres_is_replaced(pool: PgPool) {
+    a_hung_leader_is_replaced(pool, 1, Hang::Path).await;
+}
+
+#[sqlx::test]
+async fn a_leader_of_four_shards_behind_a_frozen_path_is_replaced(pool: PgPool) {
+    a_hung_leader_is_replaced(pool, 4, Hang::Path).await;
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use vapi_reconciler::leader::{APPLICATION_NAME, Elector, Fence, LeaderConfig, Leadership};
+use vapi_reconciler::leader::{
+    APPLICATION_NAME, Elector, Fence, LOCK_CLASS, LeaderConfig, Leadership,
+};
 
 /// Bound on events that must happen; generous, since only a hang should hit it.
 const EVENT: Duration = Duration::from_secs(10);
@@ -215,39 +217,142 @@ async fn fenced_writes_holding_the_lease_row_do_not_starve_the_heartbeat(pool: P
 }
 
 #[sqlx::test]
-async fn a_takeover_gives_up_after_a_lease_on_a_stuck_write_and_tries_again(pool: PgPool) {
+async fn a_takeover_terminates_a_stuck_write_of_the_old_epoch(pool: PgPool) {
     let lease = Duration::from_millis(500);
     let a = elector(&pool, "vapi-reconciler", "a", lease);
     let first = lead(&a).await;
-    // A fenced write of the first leader's epoch that never ends, as from a writer that vanished
-    // mid-transaction without its session closing yet.
+    // A fenced write of the first leader's epoch that never ends, as from a writer frozen
+    // mid-transaction: its kernel keeps the session, so Postgres never ends it by itself.
     let mut stuck = pool.begin().await.unwrap();
+    let stuck_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *stuck)
+        .await
+        .unwrap();
     sqlx::query("select epoch from leader_lease where name = 'vapi-reconciler' for share")
         .execute(&mut *stuck)
         .await
         .unwrap();
     drop(first);
     let b = elector(&pool, "vapi-reconciler", "b", lease);
-    // The lock is free, but the epoch cannot move while the write holds the row: the try fails
-    // after the lock timeout instead of waiting for the write.
-    let tried = timeout(EVENT, async {
+    // The bump waits for the write, then terminates it: the lease is taken, not given up.
+    let second = timeout(EVENT, stand_by(&b))
+        .await
+        .expect("the takeover waited for the stuck write");
+    assert_eq!(second.epoch(), 2);
+    let alive: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_stat_activity where pid = $1)")
+            .bind(stuck_pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!alive, "the old epoch's transaction was terminated");
+    assert!(
+        stuck.commit().await.is_err(),
+        "the stuck write cannot commit"
+    );
+}
+
+/// A timestamp read from Postgres: the clock the heartbeats are timed by.
+async fn db_time(pool: &PgPool, sql: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Takes the lock from a session of its own, writes a heartbeat for it as a holder would, and
+/// then never proves again: a frozen holder, whose session Postgres keeps.
+async fn hung_holder(pool: &PgPool, name: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&pool.connect_options())
+        .await
+        .unwrap();
+    let locked: bool = sqlx::query_scalar(
+        "with lock as (select pg_try_advisory_lock($1, hashtext($2)) as locked),
+              beat as (insert into leader_heartbeat (name, pid, epoch, holder, proven_at)
+                       select $2, pg_backend_pid(), 1, 'frozen', now() from lock where locked
+                       returning 1)
+         select (select locked from lock) and (select count(*) from beat) = 1",
+    )
+    .bind(LOCK_CLASS)
+    .bind(name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(locked);
+    sqlx::query(
+        "insert into leader_lease (name, epoch, holder, acquired_at, renewed_at)
+         values ($1, 1, 'frozen', now(), now())",
+    )
+    .bind(name)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn
+}
+
+#[sqlx::test]
+async fn a_holder_whose_heartbeat_is_older_than_the_lease_is_terminated_and_replaced(pool: PgPool) {
+    let lease = Duration::from_millis(500);
+    let mut frozen = hung_holder(&pool, "vapi-reconciler").await;
+    let b = elector(&pool, "vapi-reconciler", "b", lease);
+    // While the heartbeat is younger than the lease the holder is left alone.
+    assert!(b.try_acquire().await.unwrap().is_none());
+    let before = db_time(&pool, "select proven_at from leader_heartbeat").await;
+    let second = timeout(EVENT, stand_by(&b))
+        .await
+        .expect("the hung holder was never replaced");
+    let after = db_time(&pool, "select now()").await;
+    // Measured by Postgres: the takeover came no earlier than one lease after the last proof.
+    assert!(
+        (after - before).to_std().unwrap() >= lease,
+        "replaced after {:?}, before the heartbeat was one lease old",
+        after - before
+    );
+    assert_eq!(second.epoch(), 2);
+    // Not released: the new leader waits a lease before writing.
+    assert!(!second.may_write());
+    let heartbeat: (i64, String) =
+        sqlx::query_as("select coalesce(epoch, 0), holder from leader_heartbeat")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(heartbeat.1, "b");
+    // The frozen holder's session is gone: whatever it sends now fails.
+    assert!(
+        sqlx::query("select 1").execute(&mut frozen).await.is_err(),
+        "the hung holder's session was terminated"
+    );
+}
+
+#[sqlx::test]
+async fn a_live_leaders_heartbeat_keeps_standbys_off(pool: PgPool) {
+    let lease = Duration::from_millis(500);
+    let a = elector(&pool, "vapi-reconciler", "a", lease);
+    let first = lead(&a).await;
+    let b = elector(&pool, "vapi-reconciler", "b", lease);
+    // Standing by until the leader has proven for three more leases (by its heartbeat, timed
+    // by Postgres): the proving leader is never terminated.
+    let start = db_time(&pool, "select now()").await;
+    let until = start + chrono::TimeDelta::from_std(lease * 3).unwrap();
+    timeout(EVENT, async {
         loop {
-            match b.try_acquire().await {
-                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-                other => break other,
+            assert!(b.try_acquire().await.unwrap().is_none());
+            if db_time(&pool, "select proven_at from leader_heartbeat").await >= until {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .expect("the takeover waited for the stuck write");
-    let err = tried
-        .err()
-        .expect("no epoch bump while the write holds the row");
-    assert!(err.to_string().contains("lock timeout"), "{err}");
-    // It left nothing behind: once the write ends, the next try takes the lease.
-    stuck.rollback().await.unwrap();
-    let second = timeout(EVENT, stand_by(&b)).await.unwrap();
-    assert_eq!(second.epoch(), 2);
+    .expect("the leader stopped proving");
+    assert!(!first.lost().is_cancelled());
+    assert!(first.may_write());
+    let age: f64 = sqlx::query_scalar(
+        "select extract(epoch from now() - proven_at)::float8 from leader_heartbeat",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(age < lease.as_secs_f64(), "the heartbeat is renewed: {age}");
+    first.release().await;
 }
 
 #[sqlx::test]

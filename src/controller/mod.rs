@@ -71,6 +71,9 @@ pub enum Role {
     #[default]
     Standby,
     Leader,
+    /// It led, and can no longer prove it holds any lease, nor that it holds none: its path to
+    /// Postgres hangs or it was frozen. It writes nothing.
+    Unproven,
 }
 
 /// One shard lease this replica holds.
@@ -108,6 +111,37 @@ pub struct LoopStatus {
     pub platform_key: Option<LoadedKey>,
     /// Breaker and quarantine state of every key in use, after the last pass.
     pub credentials: Vec<LaneStatus>,
+    /// The leases `role` rests on: those written for while leading, those lost unproven while
+    /// unproven. [`LoopStatus::role_now`] reads them when asked, not when last published.
+    #[serde(skip)]
+    pub proofs: Vec<crate::leader::LeaseGuard>,
+    /// The last proof of a lease lost without release, while `role` is unproven.
+    #[serde(skip)]
+    pub unproven_since: Option<tokio::time::Instant>,
+}
+
+impl LoopStatus {
+    /// The role as of now, and the age of the last proof when it is not proven: leader only
+    /// while every lease written for was proven within its lease.
+    pub fn role_now(&self) -> (Role, Option<f64>) {
+        let age = |at: tokio::time::Instant| at.elapsed().as_secs_f64();
+        match self.role {
+            Role::Leader if self.proofs.iter().all(crate::leader::LeaseGuard::may_write) => {
+                (Role::Leader, None)
+            }
+            Role::Leader => {
+                let oldest = self
+                    .proofs
+                    .iter()
+                    .filter(|g| !g.may_write())
+                    .map(crate::leader::LeaseGuard::proven_at)
+                    .min();
+                (Role::Unproven, oldest.map(age))
+            }
+            Role::Unproven => (Role::Unproven, self.unproven_since.map(age)),
+            Role::Standby => (Role::Standby, None),
+        }
+    }
 }
 
 impl Gate for Leadership {
@@ -603,6 +637,8 @@ impl Controller {
             s.role = Role::Standby;
             s.epoch = None;
             s.shards.clear();
+            s.proofs.clear();
+            s.unproven_since = None;
         });
         tracing::info!("controller stopped");
     }
@@ -694,6 +730,8 @@ impl Controller {
                     }
                 }
                 () = self.activator.activated(), if ownership.is_some() => {}
+                // A lease lost between passes: the role must say so now, not at the next wake.
+                () = current.next_loss() => {}
                 changed = owned.changed() => {
                     if changed.is_err() {
                         break;
@@ -719,13 +757,20 @@ impl Controller {
                 writing: writing.contains(shard),
             })
             .collect();
+        let unproven = owned.unproven_since();
+        let proofs: Vec<crate::leader::LeaseGuard> = match ownership {
+            Some(o) if !writing.is_empty() => o.guards().cloned().collect(),
+            _ => Vec::new(),
+        };
         self.set_leader(writing.len());
         self.status.send_modify(|s| {
-            s.role = if writing.is_empty() {
-                Role::Standby
-            } else {
-                Role::Leader
+            s.role = match (writing.is_empty(), unproven) {
+                (false, _) => Role::Leader,
+                (true, Some(_)) => Role::Unproven,
+                (true, None) => Role::Standby,
             };
+            s.proofs = proofs;
+            s.unproven_since = unproven;
             s.epoch = match (owned.count, shards.as_slice()) {
                 (1, [one]) if one.writing => Some(one.epoch),
                 _ => None,
