@@ -277,10 +277,6 @@ pub(super) fn add_defaults(kind: usize, body: &mut Map<String, Value>, seq: u64)
                 );
             }
         }
-        _ if KINDS[kind].name == "simulation-suite" => {
-            body.entry("targetAssignments")
-                .or_insert(Value::Array(Vec::new()));
-        }
         _ => {}
     }
     for key in KINDS[kind].write_only {
