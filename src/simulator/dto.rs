@@ -312,7 +312,7 @@ mod tests {
             "function": {"name": 5, "extra": 1}, "server": {"url": 3, "timeoutSeconds": 0}
         }));
         assert_eq!(
-            tool.validate_create(&body).unwrap_err(),
+            tool.validate_create(&body).expect_err("rejected"),
             [
                 "property serverUrl should not exist",
                 "async must be a boolean value",
@@ -329,13 +329,13 @@ mod tests {
         );
         assert_eq!(
             tool.validate_create(&obj(json!({"type": "apiRequest"})))
-                .unwrap_err(),
+                .expect_err("rejected"),
             [
                 "method must be one of the following values: POST, GET, PUT, PATCH, DELETE",
                 "url must be a string"
             ]
         );
-        let missing = tool.validate_create(&obj(json!({}))).unwrap_err();
+        let missing = tool.validate_create(&obj(json!({}))).expect_err("rejected");
         assert!(missing[0].starts_with("type must be one of the following values: "));
     }
 
@@ -348,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             tool.validate_update(Some("function"), &obj(json!({"type": "endCall"})))
-                .unwrap_err(),
+                .expect_err("rejected"),
             ["type must be one of the following values: function"]
         );
     }
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(
             suite
                 .validate_create(&obj(json!({"name": "s", "simulationIds": [1, 2]})))
-                .unwrap_err(),
+                .expect_err("rejected"),
             ["each value in simulationIds must be a string"]
         );
     }

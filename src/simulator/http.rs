@@ -607,7 +607,7 @@ fn create_kind(sim: &Simulator, kind: usize, org: &str, mut body: Map<String, Va
     }
     let mut st = sim.lock();
     if let Err(resp) = check_references(&mut st.stores, kind, org, &body) {
-        return resp;
+        return *resp;
     }
     let store = &mut st.stores[kind];
     kinds::add_defaults(kind, &mut body, store.next_seq());
@@ -638,7 +638,7 @@ fn update_kind(
         }
     }
     if let Err(resp) = check_references(&mut st.stores, kind, org, &body) {
-        return resp;
+        return *resp;
     }
     for key in KINDS[kind].write_only {
         body.remove(*key);
@@ -654,15 +654,15 @@ fn check_references(
     kind: usize,
     org: &str,
     body: &Map<String, Value>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     for reference in KINDS[kind].references {
         for id in kinds::referenced_ids(reference, body) {
             if stores[reference.kind].get(Some(org), id).is_none() {
-                return Err(error_response(
+                return Err(Box::new(error_response(
                     StatusCode::NOT_FOUND,
                     reference.missing,
                     "Not Found",
-                ));
+                )));
             }
         }
     }
