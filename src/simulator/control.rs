@@ -222,14 +222,6 @@ struct OrgQuery {
     org_id: Option<String>,
 }
 
-async fn list_assistants(State(app): State<App>, Query(q): Query<OrgQuery>) -> Response {
-    let items = match q.org_id {
-        Some(org) => app.sim.assistants(&org),
-        None => app.sim.all_assistants(),
-    };
-    reply(Value::Array(items))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
@@ -238,51 +230,35 @@ struct CreateBody {
     body: Value,
 }
 
-async fn create_assistant(State(app): State<App>, body: Bytes) -> Response {
-    match parse::<CreateBody>(&body) {
-        Ok(b) => {
-            let created = app.sim.create_out_of_band(&b.org_id, b.body);
-            (StatusCode::CREATED, axum::Json(created)).into_response()
-        }
-        Err(resp) => *resp,
-    }
+// `/_sim/assistants…` is `/_sim/resources/assistant…` under its older name.
+
+fn assistant_kind() -> Path<String> {
+    Path("assistant".to_owned())
+}
+
+async fn list_assistants(state: State<App>, query: Query<OrgQuery>) -> Response {
+    list_resources(state, assistant_kind(), query).await
+}
+
+async fn create_assistant(state: State<App>, body: Bytes) -> Response {
+    create_resource(state, assistant_kind(), body).await
 }
 
 /// Answers the edited object (200) or 404.
-async fn edit_assistant(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
-    let patch = match parse::<Value>(&body) {
-        Ok(p @ Value::Object(_)) => p,
-        Ok(_) => return bad_request("the patch must be a JSON object"),
-        Err(resp) => return *resp,
-    };
-    if !app.sim.edit_out_of_band(&id, patch) {
-        return not_found();
-    }
-    app.sim.assistant(&id).map_or_else(not_found, reply)
+async fn edit_assistant(state: State<App>, Path(id): Path<String>, body: Bytes) -> Response {
+    edit_resource(state, Path(("assistant".to_owned(), id)), body).await
 }
 
-async fn delete_assistant(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.delete_out_of_band(&id) {
-        ok()
-    } else {
-        not_found()
-    }
+async fn delete_assistant(state: State<App>, Path(id): Path<String>) -> Response {
+    delete_resource(state, Path(("assistant".to_owned(), id))).await
 }
 
 async fn pin(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.pin(&id, true) {
-        reply(json!({"id": id, "pinned": true}))
-    } else {
-        not_found()
-    }
+    pin_kind(&app, "assistant", &id, true)
 }
 
 async fn unpin(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.pin(&id, false) {
-        reply(json!({"id": id, "pinned": false}))
-    } else {
-        not_found()
-    }
+    pin_kind(&app, "assistant", &id, false)
 }
 
 // ---------- every kind: /_sim/resources/{kind} ----------

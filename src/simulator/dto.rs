@@ -281,18 +281,7 @@ mod tests {
 
     #[test]
     fn the_table_loads_and_covers_the_kinds() {
-        for kind in [
-            "tool",
-            "phone-number",
-            "credential",
-            "squad",
-            "structured-output",
-            "eval",
-            "simulation",
-            "personality",
-            "scenario",
-            "simulation-suite",
-        ] {
+        for kind in &super::super::KIND_NAMES[1..] {
             let k = kind_dtos(kind).expect(kind);
             for name in k.create.values().chain(k.update.values()) {
                 assert!(TABLE.dtos.contains_key(name), "{kind}: {name}");

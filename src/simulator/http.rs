@@ -150,13 +150,6 @@ fn injected_status(status: u16, retry_after: Option<String>) -> Response {
     with_retry_after(resp, retry_after)
 }
 
-fn pinned() -> Response {
-    conflict(
-        "assistant_pinned",
-        "Assistant is pinned and cannot be deleted. Unpin it first.",
-    )
-}
-
 /// The 409 of a pinned resource's `DELETE` (`ToolPinnedConflictResponseDTO`'s shape).
 fn conflict(error: &'static str, message: &'static str) -> Response {
     #[derive(Serialize)]
@@ -406,27 +399,33 @@ fn handle(
     let Some((kind, target)) = kinds::resolve(route) else {
         return cannot(method, uri.path());
     };
-    if kind != ASSISTANT {
-        return handle_kind(sim, kind, target, method, id, org, uri, body);
-    }
-    if route == ROUTE_COLLECTION {
-        return if *method == Method::POST {
-            create(sim, org, body)
-        } else {
-            list(sim, org, uri)
-        };
+    match target {
+        Target::PagedList => return list_kind(sim, kind, org, uri, ListShape::Paginated),
+        Target::Collection if *method == Method::POST => {
+            return if kind == ASSISTANT {
+                create(sim, org, body)
+            } else {
+                create_kind(sim, kind, org, body)
+            };
+        }
+        Target::Collection => return list_kind(sim, kind, org, uri, KINDS[kind].list),
+        Target::Item => {}
     }
     let Some(id) = id.filter(|id| is_uuid(id)) else {
         return bad_request("Validation failed (uuid is expected)");
     };
     match *method {
-        Method::GET => sim.lock().stores[ASSISTANT]
+        Method::GET => sim.lock().stores[kind]
             .get(Some(org), id)
             .map_or_else(not_found, |v| json(StatusCode::OK, v)),
-        Method::PATCH => update(sim, org, id, body),
-        _ => match sim.lock().stores[ASSISTANT].delete(Some(org), id, true) {
+        Method::PATCH if kind == ASSISTANT => update(sim, org, id, body),
+        Method::PATCH => update_kind(sim, kind, org, id, body),
+        _ => match sim.lock().stores[kind].delete(Some(org), id, true) {
             DeleteOutcome::Deleted(v) => json(StatusCode::OK, v),
-            DeleteOutcome::Pinned => pinned(),
+            DeleteOutcome::Pinned => match KINDS[kind].pinned {
+                Some((error, message)) => conflict(error, message),
+                None => not_found(),
+            },
             DeleteOutcome::Missing => not_found(),
         },
     }
@@ -472,17 +471,6 @@ fn update(sim: &Simulator, org: &str, id: &str, body: Map<String, Value>) -> Res
     st.stores[ASSISTANT]
         .patch(Some(org), id, body, false)
         .map_or_else(not_found, |v| json(StatusCode::OK, v))
-}
-
-/// `GET /assistant`: a bare array.
-fn list(sim: &Simulator, org: &str, uri: &Uri) -> Response {
-    match parse_list_query(uri, false) {
-        Ok((filter, _)) => {
-            let items = sim.lock().stores[ASSISTANT].list(Some(org), &filter);
-            json(StatusCode::OK, Value::Array(items))
-        }
-        Err(resp) => *resp,
-    }
 }
 
 /// The page requested of a paginated list (`page`, `sortOrder`).
@@ -562,42 +550,6 @@ fn parse_list_query(uri: &Uri, paginated: bool) -> Result<(ListFilter, Page), Bo
 }
 
 // ---------- every other kind ----------
-
-#[allow(clippy::too_many_arguments)] // the request's parts, as `handle` receives them
-fn handle_kind(
-    sim: &Simulator,
-    kind: usize,
-    target: Target,
-    method: &Method,
-    id: Option<&str>,
-    org: &str,
-    uri: &Uri,
-    body: Map<String, Value>,
-) -> Response {
-    match target {
-        Target::PagedList => return list_kind(sim, kind, org, uri, ListShape::Paginated),
-        Target::Collection if *method == Method::POST => return create_kind(sim, kind, org, body),
-        Target::Collection => return list_kind(sim, kind, org, uri, KINDS[kind].list),
-        Target::Item => {}
-    }
-    let Some(id) = id.filter(|id| is_uuid(id)) else {
-        return bad_request("Validation failed (uuid is expected)");
-    };
-    match *method {
-        Method::GET => sim.lock().stores[kind]
-            .get(Some(org), id)
-            .map_or_else(not_found, |v| json(StatusCode::OK, v)),
-        Method::PATCH => update_kind(sim, kind, org, id, body),
-        _ => match sim.lock().stores[kind].delete(Some(org), id, true) {
-            DeleteOutcome::Deleted(v) => json(StatusCode::OK, v),
-            DeleteOutcome::Pinned => match KINDS[kind].pinned {
-                Some((error, message)) => conflict(error, message),
-                None => not_found(),
-            },
-            DeleteOutcome::Missing => not_found(),
-        },
-    }
-}
 
 fn create_kind(sim: &Simulator, kind: usize, org: &str, mut body: Map<String, Value>) -> Response {
     if let Some(dtos) = dto::kind_dtos(KINDS[kind].name) {

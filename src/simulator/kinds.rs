@@ -87,7 +87,13 @@ const fn kind(name: &'static str, collection: &'static str, item: &'static str) 
 /// templates, and exact collection paths are matched before any item template.
 pub(super) static KINDS: [Kind; 11] = [
     // Validated by `validate.rs`; every other kind by its entry in `dtos/dtos.json`.
-    kind("assistant", ROUTE_COLLECTION, ROUTE_ITEM),
+    Kind {
+        pinned: Some((
+            "assistant_pinned",
+            "Assistant is pinned and cannot be deleted. Unpin it first.",
+        )),
+        ..kind("assistant", ROUTE_COLLECTION, ROUTE_ITEM)
+    },
     Kind {
         pinned: Some((
             "tool_pinned",

@@ -277,7 +277,7 @@ impl Simulator {
     /// kind cannot be pinned.
     pub fn pin_resource(&self, kind: &str, id: &str, pinned: bool) -> bool {
         kinds::by_name(kind)
-            .filter(|&k| k == ASSISTANT || kinds::KINDS[k].pinned.is_some())
+            .filter(|&k| kinds::KINDS[k].pinned.is_some())
             .is_some_and(|k| self.lock().stores[k].pin(id, pinned))
     }
 

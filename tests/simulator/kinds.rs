@@ -2,47 +2,18 @@
 //! kinds drives create / list / get / patch / delete and the 400 / 401 / 404 answers, and focused
 //! tests cover what the controller will rely on next (tool `server.url`, `model.toolIds`, phone
 //! number binding and re-pointing, per-route counters, paged lists), against the shapes of Vapi's
-//! OpenAPI document (the DTO named in each case).
-#![allow(clippy::unwrap_used)]
+//! OpenAPI document (the DTO named in each case). A module of `tests/simulator.rs`, sharing its
+//! harness.
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use vapi_reconciler::simulator::{Fault, FaultMode, KIND_NAMES, RunningSimulator, Simulator};
+use vapi_reconciler::simulator::{Fault, FaultMode, KIND_NAMES};
 
-const KEY: &str = "0b5c7f7e-4a43-4a5e-9f31-2f0d8e1f6a11";
-const ORG: &str = "c5e63a82-371d-4063-9d0f-704fc17b1d07";
-const OTHER_KEY: &str = "9d3c2b1a-0000-4000-8000-000000000002";
-const OTHER_ORG: &str = "7f1e2d3c-1111-4111-8111-111111111111";
-const MISSING: &str = "3f0b7c1e-9a4d-4c2e-8b1f-2d6e5a7c9b10";
-const INVALID_KEY_BODY: &str = r#"{"message":"Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.","error":"Unauthorized","statusCode":401}"#;
-
-struct Env {
-    sim: Simulator,
-    running: RunningSimulator,
-    http: Client,
-}
+use super::{
+    Env, INVALID_KEY_BODY, MISSING, ORG, OTHER_KEY, OTHER_ORG, bad, is_ms_timestamp, read,
+};
 
 impl Env {
-    async fn new() -> Self {
-        let sim = Simulator::new();
-        sim.add_key(KEY, ORG);
-        sim.add_key(OTHER_KEY, OTHER_ORG);
-        let running = sim
-            .clone()
-            .start("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        Self {
-            sim,
-            running,
-            http: Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url())
-    }
-
     async fn send_as(
         &self,
         key: &str,
@@ -54,20 +25,11 @@ impl Env {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        read(rb.send().await.unwrap()).await
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.send_as(KEY, method, path, body).await
-    }
-
-    async fn create(&self, collection: &str, body: Value) -> Value {
+    /// `POST collection`, asserting 201.
+    async fn create_in(&self, collection: &str, body: Value) -> Value {
         let (status, v) = self.send(Method::POST, collection, Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{collection}: {v}");
         v
@@ -83,19 +45,8 @@ impl Env {
     }
 }
 
-fn bad(messages: &[&str]) -> Value {
-    json!({"message": messages, "error": "Bad Request", "statusCode": 400})
-}
-
 fn not_found(message: &str) -> Value {
     json!({"message": message, "error": "Not Found", "statusCode": 404})
-}
-
-fn is_ms_timestamp(s: &str) -> bool {
-    s.len() == 24
-        && s.ends_with('Z')
-        && s.as_bytes()[19] == b'.'
-        && chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
 /// The items of a list answer, bare or paginated.
@@ -336,7 +287,7 @@ async fn every_kind_answers_crud_and_errors_like_vapi() {
 
         // Create: the body plus server fields.
         let body = (case.create)(&ids);
-        let created = env.create(c, body.clone()).await;
+        let created = env.create_in(c, body.clone()).await;
         let id = created["id"].as_str().unwrap().to_owned();
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{c}: {created}");
         assert_eq!(created["orgId"], ORG, "{c}");
@@ -442,7 +393,7 @@ async fn the_five_tool_types_validate_from_their_dtos() {
         json!({"type": "query", "knowledgeBases": [{"provider": "google", "name": "faq", "fileIds": []}]}),
     ];
     for body in valid {
-        env.create("/tool", body).await;
+        env.create_in("/tool", body).await;
     }
     let invalid = [
         (json!({}), None),
@@ -502,7 +453,7 @@ async fn the_five_tool_types_validate_from_their_dtos() {
 async fn a_tools_type_is_fixed_after_create_and_patch_is_shallow() {
     let env = Env::new().await;
     let tool = env
-        .create(
+        .create_in(
             "/tool",
             json!({"type": "function", "async": true, "function": {"name": "lookup"},
                    "server": {"url": "https://old.test/t", "timeoutSeconds": 20}}),
@@ -625,7 +576,7 @@ async fn pinned_tools_cannot_be_deleted() {
 #[tokio::test]
 async fn assistants_reference_tools_by_uuid_and_keep_dangling_ids() {
     let env = Env::new().await;
-    let tool = env.create("/tool", json!({"type": "endCall"})).await;
+    let tool = env.create_in("/tool", json!({"type": "endCall"})).await;
     let tool_id = tool["id"].as_str().unwrap();
     let model =
         |ids: Value| json!({"model": {"provider": "openai", "model": "gpt-4.1", "toolIds": ids}});
@@ -647,7 +598,7 @@ async fn assistants_reference_tools_by_uuid_and_keep_dangling_ids() {
     );
     // A UUID that names no tool is accepted: Vapi resolves toolIds when a call starts.
     let assistant = env
-        .create("/assistant", model(json!([tool_id, MISSING])))
+        .create_in("/assistant", model(json!([tool_id, MISSING])))
         .await;
     assert_eq!(assistant["model"]["toolIds"], json!([tool_id, MISSING]));
 
@@ -680,7 +631,7 @@ async fn phone_numbers_take_each_providers_create_shape() {
         json!({"provider": "byo-phone-number", "number": "+14155550104", "credentialId": cred, "numberE164CheckEnabled": false}),
     ];
     for body in shapes {
-        let n = env.create("/phone-number", body.clone()).await;
+        let n = env.create_in("/phone-number", body.clone()).await;
         assert_eq!(n["provider"], body["provider"]);
         assert_eq!(n["status"], "active", "{n}");
         assert!(n["number"].as_str().unwrap().starts_with("+1415"), "{n}");
@@ -721,9 +672,9 @@ async fn phone_numbers_take_each_providers_create_shape() {
 #[tokio::test]
 async fn phone_numbers_bind_only_to_the_orgs_own_assistants_and_re_point() {
     let env = Env::new().await;
-    let ours = env.create("/assistant", json!({"name": "day"})).await;
+    let ours = env.create_in("/assistant", json!({"name": "day"})).await;
     let ours = ours["id"].as_str().unwrap();
-    let night = env.create("/assistant", json!({"name": "night"})).await;
+    let night = env.create_in("/assistant", json!({"name": "night"})).await;
     let night = night["id"].as_str().unwrap();
     let (_, theirs) = env
         .send_as(
@@ -795,7 +746,7 @@ async fn phone_numbers_bind_only_to_the_orgs_own_assistants_and_re_point() {
     );
     // A squad of the org can be bound as well.
     let squad = env
-        .create("/squad", json!({"members": [{"assistantId": ours}]}))
+        .create_in("/squad", json!({"members": [{"assistantId": ours}]}))
         .await;
     let (status, n) = env
         .send(Method::PATCH, &item, Some(json!({"squadId": squad["id"]})))
@@ -937,7 +888,7 @@ async fn fault_rules_match_any_route() {
         count: Some(1),
     });
     // The tool route is untouched by either rule.
-    env.create("/tool", json!({"type": "endCall"})).await;
+    env.create_in("/tool", json!({"type": "endCall"})).await;
     let (status, _) = env
         .send(
             Method::POST,
