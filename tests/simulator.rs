@@ -17,6 +17,10 @@ const OTHER_ORG: &str = "7f1e2d3c-1111-4111-8111-111111111111";
 const INVALID_KEY_BODY: &str = r#"{"message":"Invalid Key. Hot tip, you may be using the private key instead of the public key, or vice versa.","error":"Unauthorized","statusCode":401}"#;
 const MISSING: &str = "3f0b7c1e-9a4d-4c2e-8b1f-2d6e5a7c9b10";
 
+/// Every other kind (tools, phone numbers, squads, ...), table-driven, on this harness.
+#[path = "simulator/kinds.rs"]
+mod kinds;
+
 struct Env {
     sim: Simulator,
     running: RunningSimulator,

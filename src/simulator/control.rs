@@ -1,7 +1,9 @@
 //! The `/_sim` control API: an HTTP face for the in-process [`Simulator`] methods.
 //!
 //! Design note: each endpoint is a thin 1:1 wrapper, so tests driving a simulator in another process
-//! (or by curl) get exactly the in-process semantics. Control requests bypass the `/assistant` pipeline:
+//! (or by curl) get exactly the in-process semantics. `/_sim/resources/{kind}` serves every kind of
+//! the table in `kinds.rs` (assistants included); `/_sim/assistants` is the older assistant-only
+//! twin. Control requests bypass the API pipeline:
 //! no auth, latency, rate limit, faults or counting. Bodies are parsed by hand rather than with axum's
 //! `Json` extractor so that every error is JSON in the same shape as the rest of the API.
 
@@ -17,8 +19,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::http::{App, bad_request, not_found};
-use super::{Fault, RateLimit};
+use super::http::{App, bad_request, error_response, not_found};
+use super::{Fault, KIND_NAMES, RateLimit};
 
 pub(super) fn routes() -> Router<App> {
     Router::new()
@@ -50,6 +52,21 @@ pub(super) fn routes() -> Router<App> {
             patch(edit_assistant).delete(delete_assistant),
         )
         .route("/_sim/assistants/{id}/pin", post(pin).delete(unpin))
+        .route("/_sim/resources", get(list_kinds))
+        .route(
+            "/_sim/resources/{kind}",
+            get(list_resources).post(create_resource),
+        )
+        .route(
+            "/_sim/resources/{kind}/{id}",
+            get(get_resource)
+                .patch(edit_resource)
+                .delete(delete_resource),
+        )
+        .route(
+            "/_sim/resources/{kind}/{id}/pin",
+            post(pin_resource).delete(unpin_resource),
+        )
 }
 
 /// The error is boxed only to keep the `Result` small.
@@ -205,14 +222,6 @@ struct OrgQuery {
     org_id: Option<String>,
 }
 
-async fn list_assistants(State(app): State<App>, Query(q): Query<OrgQuery>) -> Response {
-    let items = match q.org_id {
-        Some(org) => app.sim.assistants(&org),
-        None => app.sim.all_assistants(),
-    };
-    reply(Value::Array(items))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
@@ -221,49 +230,147 @@ struct CreateBody {
     body: Value,
 }
 
-async fn create_assistant(State(app): State<App>, body: Bytes) -> Response {
+// `/_sim/assistants…` is `/_sim/resources/assistant…` under its older name.
+
+fn assistant_kind() -> Path<String> {
+    Path("assistant".to_owned())
+}
+
+async fn list_assistants(state: State<App>, query: Query<OrgQuery>) -> Response {
+    list_resources(state, assistant_kind(), query).await
+}
+
+async fn create_assistant(state: State<App>, body: Bytes) -> Response {
+    create_resource(state, assistant_kind(), body).await
+}
+
+/// Answers the edited object (200) or 404.
+async fn edit_assistant(state: State<App>, Path(id): Path<String>, body: Bytes) -> Response {
+    edit_resource(state, Path(("assistant".to_owned(), id)), body).await
+}
+
+async fn delete_assistant(state: State<App>, Path(id): Path<String>) -> Response {
+    delete_resource(state, Path(("assistant".to_owned(), id))).await
+}
+
+async fn pin(State(app): State<App>, Path(id): Path<String>) -> Response {
+    pin_kind(&app, "assistant", &id, true)
+}
+
+async fn unpin(State(app): State<App>, Path(id): Path<String>) -> Response {
+    pin_kind(&app, "assistant", &id, false)
+}
+
+// ---------- every kind: /_sim/resources/{kind} ----------
+
+fn unknown_kind(kind: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!(
+            "unknown kind {kind:?}; the kinds are {}",
+            KIND_NAMES.join(", ")
+        ),
+        "Not Found",
+    )
+}
+
+async fn list_kinds() -> Response {
+    reply(json!({ "kinds": KIND_NAMES }))
+}
+
+async fn list_resources(
+    State(app): State<App>,
+    Path(kind): Path<String>,
+    Query(q): Query<OrgQuery>,
+) -> Response {
+    let items = match q.org_id {
+        Some(org) => app.sim.resources(&kind, &org),
+        None => app.sim.all_resources(&kind),
+    };
+    items.map_or_else(|| unknown_kind(&kind), |v| reply(Value::Array(v)))
+}
+
+async fn create_resource(
+    State(app): State<App>,
+    Path(kind): Path<String>,
+    body: Bytes,
+) -> Response {
     match parse::<CreateBody>(&body) {
-        Ok(b) => {
-            let created = app.sim.create_out_of_band(&b.org_id, b.body);
-            (StatusCode::CREATED, axum::Json(created)).into_response()
-        }
+        Ok(b) => match app
+            .sim
+            .create_resource_out_of_band(&kind, &b.org_id, b.body)
+        {
+            Some(created) => (StatusCode::CREATED, axum::Json(created)).into_response(),
+            None => unknown_kind(&kind),
+        },
         Err(resp) => *resp,
     }
 }
 
-/// Answers the edited object (200) or 404.
-async fn edit_assistant(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn get_resource(
+    State(app): State<App>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Response {
+    if !KIND_NAMES.contains(&kind.as_str()) {
+        return unknown_kind(&kind);
+    }
+    app.sim.resource(&kind, &id).map_or_else(not_found, reply)
+}
+
+async fn edit_resource(
+    State(app): State<App>,
+    Path((kind, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if !KIND_NAMES.contains(&kind.as_str()) {
+        return unknown_kind(&kind);
+    }
     let patch = match parse::<Value>(&body) {
         Ok(p @ Value::Object(_)) => p,
         Ok(_) => return bad_request("the patch must be a JSON object"),
         Err(resp) => return *resp,
     };
-    if !app.sim.edit_out_of_band(&id, patch) {
+    if !app.sim.edit_resource_out_of_band(&kind, &id, patch) {
         return not_found();
     }
-    app.sim.assistant(&id).map_or_else(not_found, reply)
+    app.sim.resource(&kind, &id).map_or_else(not_found, reply)
 }
 
-async fn delete_assistant(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.delete_out_of_band(&id) {
+async fn delete_resource(
+    State(app): State<App>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Response {
+    if !KIND_NAMES.contains(&kind.as_str()) {
+        return unknown_kind(&kind);
+    }
+    if app.sim.delete_resource_out_of_band(&kind, &id) {
         ok()
     } else {
         not_found()
     }
 }
 
-async fn pin(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.pin(&id, true) {
-        reply(json!({"id": id, "pinned": true}))
+fn pin_kind(app: &App, kind: &str, id: &str, pinned: bool) -> Response {
+    if !KIND_NAMES.contains(&kind) {
+        return unknown_kind(kind);
+    }
+    if app.sim.pin_resource(kind, id, pinned) {
+        reply(json!({"id": id, "pinned": pinned}))
     } else {
         not_found()
     }
 }
 
-async fn unpin(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.sim.pin(&id, false) {
-        reply(json!({"id": id, "pinned": false}))
-    } else {
-        not_found()
-    }
+async fn pin_resource(
+    State(app): State<App>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Response {
+    pin_kind(&app, &kind, &id, true)
+}
+
+async fn unpin_resource(
+    State(app): State<App>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Response {
+    pin_kind(&app, &kind, &id, false)
 }

@@ -45,7 +45,8 @@ pub struct Fault {
     /// `"POST"`, `"GET"`, ... (case-insensitive); `None` = any method.
     #[serde(default)]
     pub method: Option<String>,
-    /// Route template `"/assistant"` or `"/assistant/{id}"`; `None` = any `/assistant` route.
+    /// A route template (`"/assistant"`, `"/tool/{id}"`, `"/v2/phone-number"`, ...); `None` = any
+    /// simulated route.
     #[serde(default)]
     pub route: Option<String>,
     pub mode: FaultMode,
@@ -145,13 +146,18 @@ pub struct RequestCount {
     pub count: u64,
 }
 
-/// Snapshot of the request counters of the `/assistant` routes.
+/// Snapshot of the request counters of the simulated routes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
+    /// Requests to the simulated routes (every kind), by method, route template and status.
     pub requests: Vec<RequestCount>,
-    /// The most `/assistant` requests in progress at once since the last reset: what a client's
-    /// concurrency bound looks like from the server's side.
+    /// Requests to routes the simulator does not have (all answered 404 `Cannot METHOD /path`), by
+    /// method and path with id-like segments shown as `{id}`: what a client needs that is missing.
+    #[serde(default)]
+    pub unknown_routes: Vec<RequestCount>,
+    /// The most API requests in progress at once since the last reset: what a client's concurrency
+    /// bound looks like from the server's side.
     #[serde(default)]
     pub peak_in_flight: u64,
 }
@@ -166,7 +172,22 @@ impl Counters {
             .sum()
     }
 
-    /// POST + PATCH + DELETE on the `/assistant` routes, any status.
+    /// Requests of `method` (case-insensitive) on routes whose template starts with `prefix`
+    /// (`"/tool"` counts `/tool` and `/tool/{id}`), any status.
+    pub fn total_under(&self, method: &str, prefix: &str) -> u64 {
+        self.requests
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.route.starts_with(prefix))
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Requests to routes the simulator does not have, any method.
+    pub fn unknown_total(&self) -> u64 {
+        self.unknown_routes.iter().map(|r| r.count).sum()
+    }
+
+    /// POST + PATCH + DELETE on the simulated routes, any status.
     pub fn writes(&self) -> u64 {
         self.requests
             .iter()
@@ -185,10 +206,25 @@ impl Counters {
     }
 }
 
+/// Distinct unknown-route rows kept before new labels are lumped together.
+pub const MAX_UNKNOWN_ROWS: usize = 256;
+
+fn rows(map: &BTreeMap<(String, String, u16), u64>) -> Vec<RequestCount> {
+    map.iter()
+        .map(|((method, route, status), count)| RequestCount {
+            method: method.clone(),
+            route: route.clone(),
+            status: *status,
+            count: *count,
+        })
+        .collect()
+}
+
 /// Live counters, keyed so that the snapshot comes out sorted and stable.
 #[derive(Default)]
 pub struct CounterMap {
     counts: BTreeMap<(String, String, u16), u64>,
+    unknown: BTreeMap<(String, String, u16), u64>,
     in_flight: u64,
     peak_in_flight: u64,
 }
@@ -210,25 +246,28 @@ impl CounterMap {
             .or_default() += 1;
     }
 
+    /// Count a request to a route the simulator does not have. Past [`MAX_UNKNOWN_ROWS`] distinct
+    /// labels, further new ones share one `{other}` row, so memory stays bounded.
+    pub fn record_unknown(&mut self, method: &str, template: String) {
+        let mut key = (method.to_owned(), template, 404);
+        if !self.unknown.contains_key(&key) && self.unknown.len() >= MAX_UNKNOWN_ROWS {
+            key.1 = "{other}".to_owned();
+        }
+        *self.unknown.entry(key).or_default() += 1;
+    }
+
     pub fn snapshot(&self) -> Counters {
         Counters {
             peak_in_flight: self.peak_in_flight,
-            requests: self
-                .counts
-                .iter()
-                .map(|((method, route, status), count)| RequestCount {
-                    method: method.clone(),
-                    route: route.clone(),
-                    status: *status,
-                    count: *count,
-                })
-                .collect(),
+            requests: rows(&self.counts),
+            unknown_routes: rows(&self.unknown),
         }
     }
 
     /// Forgets counts and the peak; requests still in progress stay counted as in flight.
     pub fn clear(&mut self) {
         self.counts.clear();
+        self.unknown.clear();
         self.peak_in_flight = self.in_flight;
     }
 }

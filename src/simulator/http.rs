@@ -1,16 +1,19 @@
-//! The `/assistant` request pipeline and Vapi's error bodies.
+//! The API request pipeline, shared by every kind, and Vapi's error bodies.
 //!
 //! Design note: the order of the stages mirrors where each check lives in a NestJS/Express app, so
 //! that combined failures resolve the way they would on the real service:
 //!
-//! 1. route match — Express answers unknown routes (and unknown methods on known paths) with
-//!    `404 Cannot METHOD /path` before any guard runs; such requests are not counted;
-//! 2. simulated latency (ours; it delays every answer of an assistant route, errors included);
+//! 1. route match ([`super::kinds::match_route`]) — Express answers unknown routes (and unknown
+//!    methods on known paths) with `404 Cannot METHOD /path` before any guard runs; such requests are
+//!    counted apart, in `Counters::unknown_routes`;
+//! 2. simulated latency (ours; it delays every answer of a simulated route, errors included);
 //! 3. JSON body parsing — body-parser is middleware, so malformed JSON is a 400 even without a key
 //!    (non-JSON content types leave the body as `{}`, as body-parser does);
 //! 4. auth guard (401), then the rate limiter (429), then fault rules;
 //! 5. the handler: `ParseUUIDPipe` on `{id}` (400), class validation (400, array), lookup (404),
-//!    business rules (400, string), then the write.
+//!    business rules (400, string) and references to other resources (404), then the write. Kinds
+//!    with a discriminator (tools' `type`, phone numbers' `provider`) look the resource up before
+//!    validating a PATCH, because the stored discriminator picks the update DTO.
 //!
 //! Dropping a connection is signalled by a [`DropConnection`] response extension that [`call`] turns
 //! into a service error, on which hyper closes the socket without writing a response.
@@ -26,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::Simulator;
+use super::dto;
 use super::faults::{FaultMode, take_fault};
+use super::kinds::{self, ASSISTANT, KINDS, ListShape, Target, match_route};
 use super::store::{DeleteOutcome, ListFilter, parse_ts};
 use super::validate::{Op, Rejection, number_messages, validate_assistant};
 
@@ -145,17 +150,18 @@ fn injected_status(status: u16, retry_after: Option<String>) -> Response {
     with_retry_after(resp, retry_after)
 }
 
-fn pinned() -> Response {
+/// The 409 of a pinned resource's `DELETE` (`ToolPinnedConflictResponseDTO`'s shape).
+fn conflict(error: &'static str, message: &'static str) -> Response {
     #[derive(Serialize)]
     struct Conflict {
         error: &'static str,
         message: &'static str,
     }
-    let body = Conflict {
-        error: "assistant_pinned",
-        message: "Assistant is pinned and cannot be deleted. Unpin it first.",
-    };
-    (StatusCode::CONFLICT, axum::Json(body)).into_response()
+    (
+        StatusCode::CONFLICT,
+        axum::Json(Conflict { error, message }),
+    )
+        .into_response()
 }
 
 pub(super) fn cannot(method: &Method, path: &str) -> Response {
@@ -175,25 +181,8 @@ fn json(status: StatusCode, value: Value) -> Response {
 pub(super) const ROUTE_COLLECTION: &str = "/assistant";
 pub(super) const ROUTE_ITEM: &str = "/assistant/{id}";
 
-/// Match a request to one of Vapi's assistant routes: (template, id).
-fn match_route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a str>)> {
-    // Express routing is not strict: one trailing slash is ignored.
-    let path = path
-        .strip_suffix('/')
-        .filter(|p| !p.is_empty())
-        .unwrap_or(path);
-    if path == ROUTE_COLLECTION {
-        return matches!(*method, Method::GET | Method::POST).then_some((ROUTE_COLLECTION, None));
-    }
-    let id = path
-        .strip_prefix("/assistant/")
-        .filter(|id| !id.is_empty() && !id.contains('/'))?;
-    matches!(*method, Method::GET | Method::PATCH | Method::DELETE)
-        .then_some((ROUTE_ITEM, Some(id)))
-}
-
 /// `ParseUUIDPipe`: hyphenated 8-4-4-4-12 hex, any version, any case.
-fn is_uuid(s: &str) -> bool {
+pub(super) fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups
@@ -228,14 +217,17 @@ async fn entry(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    let sim = &app.sim;
     let Some((route, id)) = match_route(&method, path) else {
+        sim.lock()
+            .counters
+            .record_unknown(method.as_str(), kinds::unknown_template(path));
         return cannot(&method, path);
     };
-    let sim = &app.sim;
     let _in_flight = InFlight::enter(sim);
     let record = |status: u16| sim.lock().counters.record(method.as_str(), route, status);
 
-    // Simulated latency applies to every answer of an assistant route, errors included.
+    // Simulated latency applies to every answer of a simulated route, errors included.
     let latency = sim.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -404,26 +396,36 @@ fn handle(
     uri: &Uri,
     body: Map<String, Value>,
 ) -> Response {
-    if route == ROUTE_COLLECTION {
-        return if *method == Method::POST {
-            create(sim, org, body)
-        } else {
-            list(sim, org, uri)
-        };
+    let Some((kind, target)) = kinds::resolve(route) else {
+        return cannot(method, uri.path());
+    };
+    match target {
+        Target::PagedList => return list_kind(sim, kind, org, uri, ListShape::Paginated),
+        Target::Collection if *method == Method::POST => {
+            return if kind == ASSISTANT {
+                create(sim, org, body)
+            } else {
+                create_kind(sim, kind, org, body)
+            };
+        }
+        Target::Collection => return list_kind(sim, kind, org, uri, KINDS[kind].list),
+        Target::Item => {}
     }
     let Some(id) = id.filter(|id| is_uuid(id)) else {
         return bad_request("Validation failed (uuid is expected)");
     };
     match *method {
-        Method::GET => sim
-            .lock()
-            .store
+        Method::GET => sim.lock().stores[kind]
             .get(Some(org), id)
             .map_or_else(not_found, |v| json(StatusCode::OK, v)),
-        Method::PATCH => update(sim, org, id, body),
-        _ => match sim.lock().store.delete(Some(org), id, true) {
+        Method::PATCH if kind == ASSISTANT => update(sim, org, id, body),
+        Method::PATCH => update_kind(sim, kind, org, id, body),
+        _ => match sim.lock().stores[kind].delete(Some(org), id, true) {
             DeleteOutcome::Deleted(v) => json(StatusCode::OK, v),
-            DeleteOutcome::Pinned => pinned(),
+            DeleteOutcome::Pinned => match KINDS[kind].pinned {
+                Some((error, message)) => conflict(error, message),
+                None => not_found(),
+            },
             DeleteOutcome::Missing => not_found(),
         },
     }
@@ -439,7 +441,10 @@ fn create(sim: &Simulator, org: &str, body: Map<String, Value>) -> Response {
     ) {
         return rejection(r);
     }
-    json(StatusCode::CREATED, st.store.insert(org, body, false))
+    let mut body = body;
+    let store = &mut st.stores[ASSISTANT];
+    kinds::add_defaults(ASSISTANT, &mut body, store.next_seq());
+    json(StatusCode::CREATED, store.insert(org, body, false))
 }
 
 fn update(sim: &Simulator, org: &str, id: &str, body: Map<String, Value>) -> Response {
@@ -455,7 +460,7 @@ fn update(sim: &Simulator, org: &str, id: &str, body: Map<String, Value>) -> Res
     ) {
         Err(r @ Rejection::Messages(_)) => return rejection(r),
         Err(r @ Rejection::Message(_)) => {
-            return if st.store.get(Some(org), id).is_none() {
+            return if st.stores[ASSISTANT].get(Some(org), id).is_none() {
                 not_found()
             } else {
                 rejection(r)
@@ -463,16 +468,23 @@ fn update(sim: &Simulator, org: &str, id: &str, body: Map<String, Value>) -> Res
         }
         Ok(()) => {}
     }
-    st.store
+    st.stores[ASSISTANT]
         .patch(Some(org), id, body, false)
         .map_or_else(not_found, |v| json(StatusCode::OK, v))
 }
 
-/// The list query, validated like Vapi's query DTO. Unknown parameters are ignored.
-fn list(sim: &Simulator, org: &str, uri: &Uri) -> Response {
+/// The page requested of a paginated list (`page`, `sortOrder`).
+struct Page {
+    page: usize,
+    ascending: bool,
+}
+
+/// The list query, validated like Vapi's query DTO. Unknown parameters are ignored; `page` and
+/// `sortOrder` only exist on the paginated routes.
+fn parse_list_query(uri: &Uri, paginated: bool) -> Result<(ListFilter, Page), Box<Response>> {
     let params = match Query::<Vec<(String, String)>>::try_from_uri(uri) {
         Ok(Query(p)) => p,
-        Err(err) => return bad_request(err.body_text()),
+        Err(err) => return Err(Box::new(bad_request(err.body_text()))),
     };
     let param = |name: &str| {
         params
@@ -486,6 +498,25 @@ fn list(sim: &Simulator, org: &str, uri: &Uri) -> Response {
         limit: 100,
         ..ListFilter::default()
     };
+    let mut page = Page {
+        page: 1,
+        ascending: false,
+    };
+    if paginated {
+        if let Some(raw) = param("page") {
+            let n = js_number(raw);
+            let before = msgs.len();
+            number_messages("page", n, Some(1.0), None, &mut msgs);
+            if msgs.len() == before {
+                page.page = n.map_or(1, |n| n.floor() as usize);
+            }
+        }
+        match param("sortOrder") {
+            None | Some("DESC") => {}
+            Some("ASC") => page.ascending = true,
+            Some(_) => msgs.push("sortOrder must be one of the following values: ASC, DESC".into()),
+        }
+    }
     if let Some(raw) = param("limit") {
         let n = js_number(raw);
         let before = msgs.len();
@@ -513,10 +544,123 @@ fn list(sim: &Simulator, org: &str, uri: &Uri) -> Response {
         }
     }
     if !msgs.is_empty() {
-        return bad_request(msgs);
+        return Err(Box::new(bad_request(msgs)));
     }
-    let items = sim.lock().store.list(Some(org), &filter);
-    json(StatusCode::OK, Value::Array(items))
+    Ok((filter, page))
+}
+
+// ---------- every other kind ----------
+
+fn create_kind(sim: &Simulator, kind: usize, org: &str, mut body: Map<String, Value>) -> Response {
+    if let Some(dtos) = dto::kind_dtos(KINDS[kind].name) {
+        if let Err(msgs) = dtos.validate_create(&body) {
+            return bad_request(msgs);
+        }
+    }
+    let mut st = sim.lock();
+    if let Err(resp) = check_references(&mut st.stores, kind, org, &body) {
+        return *resp;
+    }
+    let store = &mut st.stores[kind];
+    kinds::add_defaults(kind, &mut body, store.next_seq());
+    json(StatusCode::CREATED, store.insert(org, body, false))
+}
+
+fn update_kind(
+    sim: &Simulator,
+    kind: usize,
+    org: &str,
+    id: &str,
+    mut body: Map<String, Value>,
+) -> Response {
+    let mut st = sim.lock();
+    if let Some(dtos) = dto::kind_dtos(KINDS[kind].name) {
+        let stored = st.stores[kind].get(Some(org), id);
+        let checked = match (&dtos.discriminator, &stored) {
+            // The stored discriminator picks the DTO, so the lookup comes first.
+            (Some(_), None) => return not_found(),
+            (Some(d), Some(v)) => dtos.validate_update(v.get(d).and_then(Value::as_str), &body),
+            (None, _) => dtos.validate_update(None, &body),
+        };
+        if let Err(msgs) = checked {
+            return bad_request(msgs);
+        }
+        if stored.is_none() {
+            return not_found();
+        }
+    }
+    if let Err(resp) = check_references(&mut st.stores, kind, org, &body) {
+        return *resp;
+    }
+    for key in KINDS[kind].write_only {
+        body.remove(*key);
+    }
+    st.stores[kind]
+        .patch(Some(org), id, body, false)
+        .map_or_else(not_found, |v| json(StatusCode::OK, v))
+}
+
+/// Every id the body names in another kind must be a resource of that kind in the caller's org.
+fn check_references(
+    stores: &mut [super::store::Store],
+    kind: usize,
+    org: &str,
+    body: &Map<String, Value>,
+) -> Result<(), Box<Response>> {
+    for reference in KINDS[kind].references {
+        for id in kinds::referenced_ids(reference, body) {
+            if stores[reference.kind].get(Some(org), id).is_none() {
+                return Err(Box::new(error_response(
+                    StatusCode::NOT_FOUND,
+                    reference.missing,
+                    "Not Found",
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_kind(sim: &Simulator, kind: usize, org: &str, uri: &Uri, shape: ListShape) -> Response {
+    let paginated = shape == ListShape::Paginated;
+    let (filter, page) = match parse_list_query(uri, paginated) {
+        Ok(q) => q,
+        Err(resp) => return *resp,
+    };
+    if !paginated {
+        let items = sim.lock().stores[kind].list(Some(org), &filter);
+        return json(StatusCode::OK, Value::Array(items));
+    }
+    let limit = filter.limit;
+    let all = ListFilter {
+        limit: usize::MAX,
+        ..filter
+    };
+    let mut items = sim.lock().stores[kind].list(Some(org), &all);
+    if page.ascending {
+        items.reverse();
+    }
+    let total = items.len();
+    let results: Vec<Value> = items
+        .into_iter()
+        .skip(page.page.saturating_sub(1).saturating_mul(limit))
+        .take(limit)
+        .collect();
+    let total_pages = if limit == 0 { 0 } else { total.div_ceil(limit) };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "results": results,
+            "metadata": {
+                "itemsPerPage": limit,
+                "totalItems": total,
+                "currentPage": page.page,
+                "totalPages": total_pages,
+                "hasNextPage": page.page < total_pages,
+                "sortOrder": if page.ascending { "ASC" } else { "DESC" },
+            }
+        }),
+    )
 }
 
 /// JavaScript `Number(s)` for the forms a client would plausibly send; `None` is `NaN`.

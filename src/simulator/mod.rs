@@ -1,4 +1,5 @@
-//! An in-process simulator of Vapi's REST API for assistants, with fault injection.
+//! An in-process simulator of Vapi's REST API (assistants, tools, phone numbers, squads, credentials,
+//! structured outputs, evals and eval simulations), with fault injection.
 //!
 //! Design note: the controller's tests are only as true as this server, so it speaks Vapi's wire format
 //! as Vapi documents and answers it (bodies, status codes, class-validator messages, ordering, timestamps)
@@ -8,17 +9,23 @@
 //! - `mod.rs`: the public handle ([`Simulator`]), its in-process control methods, and the accept loop.
 //!   We run our own hyper accept loop instead of `axum::serve` because fault injection must be able to
 //!   close a connection without answering, which only a service error does.
-//! - `http.rs`: the `/assistant` request pipeline (latency → auth → rate limit → fault → handler).
+//! - `http.rs`: the API request pipeline (latency → auth → rate limit → fault → handler), shared by
+//!   every kind.
+//! - `kinds.rs`: the table of resource kinds (routes, list shape, references, defaults, pins) and
+//!   the route matcher; one generic store and handler serve them all.
 //! - `control.rs`: the `/_sim` endpoints, each a 1:1 wrapper of a method here.
-//! - `store.rs`, `validate.rs`, `faults.rs`: state, validation, and fault/limit/counter data. The
-//!   property tables extracted from Vapi's OpenAPI document live in [`crate::vapi::schema`], shared
-//!   with the reconcile core.
+//! - `store.rs`, `faults.rs`: state, and fault/limit/counter data.
+//! - `validate.rs` (assistants, hand-written: the controller depends on its exact wording; its
+//!   property tables live in [`crate::vapi::schema`], shared with the reconcile core) and `dto.rs`
+//!   (every other kind, driven by `dtos/dtos.json`, extracted from Vapi's OpenAPI document).
 //!
 //! All state sits behind one `std::sync::Mutex`; it is never held across an `.await`.
 
 mod control;
+mod dto;
 mod faults;
 mod http;
+mod kinds;
 mod store;
 mod validate;
 
@@ -37,7 +44,24 @@ pub use faults::{Counters, Fault, FaultMode, RateLimit, RequestCount};
 pub use validate::{DEFAULT_VAPI_VOICES, LEGACY_VAPI_VOICES};
 
 use faults::{CounterMap, RateLimiter};
+use kinds::ASSISTANT;
 use store::{ListFilter, Store};
+
+/// The control-API names of the simulated kinds, as [`Simulator::resources`] and
+/// `/_sim/resources/{kind}` take them.
+pub const KIND_NAMES: &[&str] = &[
+    "assistant",
+    "tool",
+    "phone-number",
+    "squad",
+    "credential",
+    "structured-output",
+    "eval",
+    "simulation",
+    "personality",
+    "scenario",
+    "simulation-suite",
+];
 
 /// Everything the simulator knows; guarded by one mutex.
 struct State {
@@ -47,7 +71,8 @@ struct State {
     limiter: RateLimiter,
     faults: Vec<Fault>,
     counters: CounterMap,
-    store: Store,
+    /// One store per entry of [`kinds::KINDS`], by index.
+    stores: Vec<Store>,
     /// The `VapiVoice.voiceId` enum; `None` = free string (the spec after 2026-08-11).
     vapi_voices: Option<Vec<String>>,
     /// Well-formed Azure voice ids that Azure does not have (Vapi answers "Couldn't Find Azure Voice").
@@ -76,7 +101,7 @@ impl Simulator {
             limiter: RateLimiter::default(),
             faults: Vec::new(),
             counters: CounterMap::default(),
-            store: Store::default(),
+            stores: kinds::KINDS.iter().map(|_| Store::default()).collect(),
             vapi_voices: Some(
                 DEFAULT_VAPI_VOICES
                     .iter()
@@ -108,7 +133,7 @@ impl Simulator {
         self.lock().keys.remove(key);
     }
 
-    /// Delay added before answering every `/assistant` request.
+    /// Delay added before answering every API request (any simulated route).
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
     }
@@ -167,51 +192,131 @@ impl Simulator {
 
     /// `org_id`'s assistants exactly as `GET` returns them, newest first, unlimited.
     pub fn assistants(&self, org_id: &str) -> Vec<Value> {
-        self.lock().store.list(Some(org_id), &unlimited())
+        self.lock().stores[ASSISTANT].list(Some(org_id), &unlimited())
     }
 
     /// One assistant as `GET` returns it, whatever its org.
     pub fn assistant(&self, id: &str) -> Option<Value> {
-        self.lock().store.get(None, id)
+        self.lock().stores[ASSISTANT].get(None, id)
     }
 
     /// Every org's assistants, newest first.
     pub fn all_assistants(&self) -> Vec<Value> {
-        self.lock().store.list(None, &unlimited())
+        self.lock().stores[ASSISTANT].list(None, &unlimited())
     }
 
     /// Create as if someone used the dashboard: no validation. Server fields are assigned, except that
     /// a valid `createdAt` / `updatedAt` in `body` is kept (handy to backdate). A non-object body is
     /// stored as `{}`. Returns the stored object.
     pub fn create_out_of_band(&self, org_id: &str, body: Value) -> Value {
-        let body = match body {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.lock().store.insert(org_id, body, true)
+        self.insert_out_of_band(ASSISTANT, org_id, body)
     }
 
     /// Shallow top-level replace without validation, bumping `updatedAt` (an explicit `updatedAt` /
     /// `createdAt` in the patch wins). `false` if the assistant does not exist.
     pub fn edit_out_of_band(&self, id: &str, patch: Value) -> bool {
-        let patch = match patch {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        self.lock().store.patch(None, id, patch, true).is_some()
+        self.edit_kind(ASSISTANT, id, patch)
     }
 
     /// Delete regardless of pinning. `false` if missing.
     pub fn delete_out_of_band(&self, id: &str) -> bool {
-        matches!(
-            self.lock().store.delete(None, id, false),
-            store::DeleteOutcome::Deleted(_)
-        )
+        self.delete_kind(ASSISTANT, id)
     }
 
     /// Pin or unpin; a pinned assistant's `DELETE` answers 409. `false` if missing.
     pub fn pin(&self, id: &str, pinned: bool) -> bool {
-        self.lock().store.pin(id, pinned)
+        self.lock().stores[ASSISTANT].pin(id, pinned)
+    }
+
+    // ---------- every kind, by its control-API name ----------
+    //
+    // `kind` is one of [`KIND_NAMES`]; an unknown name answers `None` / `false`.
+
+    /// `org_id`'s resources of `kind` exactly as `GET` returns them, newest first, unlimited.
+    pub fn resources(&self, kind: &str, org_id: &str) -> Option<Vec<Value>> {
+        let k = kinds::by_name(kind)?;
+        Some(self.lock().stores[k].list(Some(org_id), &unlimited()))
+    }
+
+    /// Every org's resources of `kind`, newest first.
+    pub fn all_resources(&self, kind: &str) -> Option<Vec<Value>> {
+        let k = kinds::by_name(kind)?;
+        Some(self.lock().stores[k].list(None, &unlimited()))
+    }
+
+    /// One resource as `GET` returns it, whatever its org.
+    pub fn resource(&self, kind: &str, id: &str) -> Option<Value> {
+        let k = kinds::by_name(kind)?;
+        self.lock().stores[k].get(None, id)
+    }
+
+    /// Create out of band (no validation, no reference checks), as [`Self::create_out_of_band`]
+    /// does for assistants; the kind's server defaults are added (a phone number gets
+    /// `status: "active"`, a `vapi` one a `number`).
+    pub fn create_resource_out_of_band(
+        &self,
+        kind: &str,
+        org_id: &str,
+        body: Value,
+    ) -> Option<Value> {
+        let k = kinds::by_name(kind)?;
+        Some(self.insert_out_of_band(k, org_id, body))
+    }
+
+    /// Shallow top-level replace without validation; `false` if missing.
+    pub fn edit_resource_out_of_band(&self, kind: &str, id: &str, patch: Value) -> bool {
+        kinds::by_name(kind).is_some_and(|k| self.edit_kind(k, id, patch))
+    }
+
+    /// Delete regardless of pinning; `false` if missing.
+    pub fn delete_resource_out_of_band(&self, kind: &str, id: &str) -> bool {
+        kinds::by_name(kind).is_some_and(|k| self.delete_kind(k, id))
+    }
+
+    /// Pin or unpin a resource of a kind that can be pinned (tools); `false` if missing or if the
+    /// kind cannot be pinned.
+    pub fn pin_resource(&self, kind: &str, id: &str, pinned: bool) -> bool {
+        kinds::by_name(kind)
+            .filter(|&k| kinds::KINDS[k].pinned.is_some())
+            .is_some_and(|k| self.lock().stores[k].pin(id, pinned))
+    }
+
+    /// A number someone bought for `org_id` on the dashboard (`provider: "vapi"`, active, bound to
+    /// nothing). Numbers are bought by people, not by a controller, so tests seed them this way.
+    pub fn seed_phone_number(&self, org_id: &str, number: &str) -> Value {
+        self.insert_out_of_band(
+            kinds::PHONE_NUMBER,
+            org_id,
+            serde_json::json!({"provider": "vapi", "number": number}),
+        )
+    }
+
+    fn insert_out_of_band(&self, kind: usize, org_id: &str, body: Value) -> Value {
+        let mut body = match body {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let mut st = self.lock();
+        let store = &mut st.stores[kind];
+        kinds::add_defaults(kind, &mut body, store.next_seq());
+        store.insert(org_id, body, true)
+    }
+
+    fn edit_kind(&self, kind: usize, id: &str, patch: Value) -> bool {
+        let patch = match patch {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.lock().stores[kind]
+            .patch(None, id, patch, true)
+            .is_some()
+    }
+
+    fn delete_kind(&self, kind: usize, id: &str) -> bool {
+        matches!(
+            self.lock().stores[kind].delete(None, id, false),
+            store::DeleteOutcome::Deleted(_)
+        )
     }
 
     /// Serve HTTP/1.1 on `listener` until `shutdown` is cancelled, then finish in-flight requests

@@ -1,7 +1,8 @@
-//! The assistant store: what Vapi's database would hold, per org.
+//! The store of one resource kind: what Vapi's database would hold, per org.
 //!
 //! Design note: each record keeps the response object exactly as `GET` returns it (the request body
-//! verbatim plus the server fields `id`, `orgId`, `createdAt`, `updatedAt`, `isServerUrlSecretSet`), so
+//! verbatim plus the server fields `id`, `orgId`, `createdAt`, `updatedAt` and the kind's defaults,
+//! which `kinds::add_defaults` adds before the insert), so
 //! every read path is a clone. Timestamps are also kept parsed for sorting and filtering; they come from
 //! the real clock truncated to milliseconds, so several assistants can share a `createdAt` just as on the
 //! real service. Ties are broken by insertion sequence (newest first), which is what a `ORDER BY
@@ -74,7 +75,7 @@ impl Record {
     }
 }
 
-/// Bounds for `GET /assistant`; each is optional.
+/// Bounds for a list route; each is optional.
 #[derive(Default, Debug, Clone)]
 pub struct ListFilter {
     pub limit: usize,
@@ -136,8 +137,6 @@ impl Store {
         body.insert("orgId".into(), Value::from(org_id));
         body.insert("createdAt".into(), Value::from(format_ts(created)));
         body.insert("updatedAt".into(), Value::from(format_ts(updated)));
-        body.entry("isServerUrlSecretSet")
-            .or_insert(Value::Bool(false));
         let object = Value::Object(body.clone());
         self.next_seq += 1;
         self.records.insert(
@@ -152,6 +151,11 @@ impl Store {
             },
         );
         object
+    }
+
+    /// The sequence number the next insert gets (unique per store).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq + 1
     }
 
     /// The record, if it exists and (when `org_id` is given) belongs to that org.

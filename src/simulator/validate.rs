@@ -137,6 +137,34 @@ fn string_max(path: &str, value: &Value, max: usize, msgs: &mut Vec<String>) {
     }
 }
 
+/// `@IsString()` with optional `@MinLength` / `@MaxLength` (a non-string fails every one of them).
+pub fn push_string_messages(
+    path: &str,
+    value: &Value,
+    min: Option<usize>,
+    max: Option<usize>,
+    msgs: &mut Vec<String>,
+) {
+    let len = value.as_str().map(js_length);
+    if len.is_none() {
+        msgs.push(format!("{path} must be a string"));
+    }
+    if let Some(lo) = min {
+        if len.is_none_or(|l| l < lo) {
+            msgs.push(format!(
+                "{path} must be longer than or equal to {lo} characters"
+            ));
+        }
+    }
+    if let Some(hi) = max {
+        if len.is_none_or(|l| l > hi) {
+            msgs.push(format!(
+                "{path} must be shorter than or equal to {hi} characters"
+            ));
+        }
+    }
+}
+
 fn js_length(s: &str) -> usize {
     s.chars()
         .filter(|c| !matches!(c, '\u{FE0E}' | '\u{FE0F}'))
@@ -356,6 +384,21 @@ fn check_model(value: &Value, msgs: &mut Vec<String>) {
     }
     if let Some(m) = model.get("maxTokens").filter(|v| !v.is_null()) {
         number_range("model.maxTokens", m, Some(50.0), Some(10000.0), msgs);
+    }
+    // `@IsUUID(each)`: the wording is the one Vapi's GitOps notes quote (`docs/learnings/squads.md`).
+    // Whether the tools exist is not checked here: Vapi resolves `toolIds` when a call starts.
+    if let Some(ids) = model.get("toolIds").filter(|v| !v.is_null()) {
+        match ids.as_array() {
+            None => msgs.push("model.toolIds must be an array".to_owned()),
+            Some(items) => {
+                if items
+                    .iter()
+                    .any(|v| !v.as_str().is_some_and(super::http::is_uuid))
+                {
+                    msgs.push("model.each value in toolIds must be a UUID".to_owned());
+                }
+            }
+        }
     }
 }
 
