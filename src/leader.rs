@@ -226,6 +226,13 @@ impl Elector {
 
         let (epoch, had_previous, released) =
             bump_clearing_the_way(&mut conn, config, pid, &self.options).await?;
+        // The epoch is committed durably above. What follows on this session is the heartbeat,
+        // whose writes (`proven_at`, `renewed_at`) need not survive a crash of Postgres, which
+        // ends the session anyway: without the WAL flush a proof does not queue behind a busy
+        // disk, and a busy leader is not deposed for being busy.
+        sqlx::query("set synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
 
         // A holder that crashed (or was cut off) may still believe it leads until its last proof
         // is `lease` old; that proof is older than our lock, so waiting `lease` from now outlasts it.

@@ -179,7 +179,8 @@ async fn fifteen_hundred_assistants_in_one_org_are_all_listed(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(env.pass().await.created, 1500);
+    let first = env.pass().await;
+    assert_eq!(first.created, 1500, "{first:?}");
     let listed = env.vapi.list_all(&env.key).await.unwrap();
     let ids: std::collections::HashSet<_> =
         listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
