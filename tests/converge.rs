@@ -180,7 +180,7 @@ async fn fifteen_hundred_assistants_in_one_org_are_all_listed(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(env.pass().await.created, 1500);
-    let listed = env.vapi.list_all(&env.key).await.unwrap();
+    let listed = env.vapi.list_all(&env.key).await.unwrap().items;
     let ids: std::collections::HashSet<_> =
         listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!((listed.len(), ids.len()), (1500, 1500));

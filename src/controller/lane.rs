@@ -27,7 +27,7 @@ use crate::resilience::{
     Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
     clamp_retry_after,
 };
-use crate::vapi::{VapiClient, VapiError, list_all_pages};
+use crate::vapi::{Listing, VapiClient, VapiError, list_all_pages};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
@@ -216,8 +216,8 @@ impl Lane {
         Some(self.config.clock.to_tokio(until))
     }
 
-    /// Every assistant (the listing is also the quarantine probe).
-    pub async fn list_all(&self) -> Result<Vec<Value>, CallError> {
+    /// Every assistant, readable or not (the listing is also the quarantine probe).
+    pub async fn list_all(&self) -> Result<Listing, CallError> {
         self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
             self.call(Kind::Read, true, || {
@@ -225,8 +225,8 @@ impl Lane {
             })
             .await
             .map(|v| match v {
-                Listed::Page(items) => items,
-                Listed::Value(_) => Vec::new(),
+                Listed::Page(page) => page,
+                Listed::Value(_) => Listing::default(),
             })
         })
         .await?;
@@ -267,7 +267,7 @@ impl Lane {
             .await
             .map(|l| match l {
                 Listed::Value(v) => v,
-                Listed::Page(items) => Value::Array(items),
+                Listed::Page(page) => Value::Array(page.items),
             })
     }
 
@@ -365,7 +365,7 @@ impl Lane {
 /// A call's answer: one value, or one page of a listing.
 enum Listed {
     Value(Value),
-    Page(Vec<Value>),
+    Page(Listing),
 }
 
 impl From<Value> for Listed {
@@ -374,8 +374,8 @@ impl From<Value> for Listed {
     }
 }
 
-impl From<Vec<Value>> for Listed {
-    fn from(v: Vec<Value>) -> Self {
+impl From<Listing> for Listed {
+    fn from(v: Listing) -> Self {
         Self::Page(v)
     }
 }

@@ -39,6 +39,7 @@ use crate::reconcile::{
 };
 use crate::sharding::Ownership;
 use crate::store::{Orphan, RecordedStatus, Store, StoreError, SyncState};
+use crate::vapi::Unreadable;
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -322,13 +323,18 @@ pub(super) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         let listed = if full {
             list(&lane).await
         } else {
-            Ok(agents
-                .iter()
-                .filter_map(reconcile::assume_applied)
-                .collect())
+            Ok((
+                agents
+                    .iter()
+                    .filter_map(reconcile::assume_applied)
+                    .collect(),
+                Vec::new(),
+            ))
         };
-        let assistants = match listed {
-            Ok(assistants) => assistants,
+        let (assistants, agents) = match listed {
+            Ok((assistants, unreadable)) => {
+                (assistants, hold_unreadable(agents, &unreadable, &mut early))
+            }
             Err(err) => {
                 // Without the actual state nothing can be decided; every agent says why, except
                 // an agent whose spec is unsendable, which keeps saying so (that needs no listing).
@@ -465,7 +471,7 @@ async fn guard_and_execute(
 }
 
 /// Lists with one lane; a quarantined key is probed at most once per probe interval.
-async fn list(lane: &Lane) -> Result<Vec<ActualAssistant>, CallError> {
+async fn list(lane: &Lane) -> Result<(Vec<ActualAssistant>, Vec<Unreadable>), CallError> {
     if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
         return Err(CallError::Quarantined {
             fingerprint: lane.fingerprint().to_owned(),
@@ -473,12 +479,52 @@ async fn list(lane: &Lane) -> Result<Vec<ActualAssistant>, CallError> {
             message: r.message,
         });
     }
-    Ok(lane
-        .list_all()
-        .await?
+    let listing = lane.list_all().await?;
+    let assistants = listing
+        .items
         .into_iter()
         .filter_map(ActualAssistant::from_value)
-        .collect())
+        .collect();
+    Ok((assistants, listing.unreadable))
+}
+
+/// An agent whose assistant is listed but cannot be read (its marker or its status names it) is
+/// failed, not planned: planned without it, it would get a second assistant.
+fn hold_unreadable(
+    agents: Vec<DesiredAgent>,
+    unreadable: &[Unreadable],
+    early: &mut Vec<Done>,
+) -> Vec<DesiredAgent> {
+    if unreadable.is_empty() {
+        return agents;
+    }
+    let owner = |u: &Unreadable| {
+        let shell = ActualAssistant {
+            id: u.id.clone().unwrap_or_default(),
+            created_at: String::new(),
+            body: u.fields.clone(),
+        };
+        shell.managed_agent()
+    };
+    let owners: Vec<_> = unreadable.iter().map(|u| (u, owner(u))).collect();
+    let mut rest = Vec::with_capacity(agents.len());
+    for a in agents {
+        let holder = owners.iter().find(|(u, owner)| {
+            *owner == Some(a.id) || (u.id.is_some() && u.id == a.recorded_assistant_id)
+        });
+        let Some((u, _)) = holder else {
+            rest.push(a);
+            continue;
+        };
+        early.push(Done::status(Outcome::failed(
+            a.id,
+            a.generation,
+            Reason::VapiBadResponse,
+            format!("Vapi lists this agent's {u}. Nothing was sent (a create would duplicate it); fix or delete that assistant in Vapi, or fix the spec if it caused it."),
+            false,
+        )));
+    }
+    rest
 }
 
 /// A few of the destructive actions, for the operator who reads a block.

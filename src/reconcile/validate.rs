@@ -21,6 +21,9 @@
 
 use serde_json::{Map, Value};
 
+mod limits;
+pub use limits::{SPEC_MAX_BYTES, SPEC_MAX_DEPTH, parse_spec};
+
 use super::{SERVER_FIELDS, json_type};
 use crate::vapi::schema::{
     ASSISTANT_PROPERTIES, AZURE_PRESETS, CLIENT_MESSAGES, DEFAULT_VAPI_VOICES, FIRST_MESSAGE_MODES,
@@ -85,9 +88,13 @@ const PLAN_NUMBERS: &[(&str, &str, f64, f64)] = &[
 const ITEMS_SHOWN: usize = 3;
 
 /// Every problem with a spec, each naming the field path and the offending value (values shown
-/// truncated to about 60 characters). `name` is the agent's name (`agents.name`).
+/// truncated to about 60 characters). `name` is the agent's name (`agents.name`). A spec deeper
+/// than [`SPEC_MAX_DEPTH`] or larger than [`SPEC_MAX_BYTES`] gets only that problem.
 pub fn validate_spec(spec: &Map<String, Value>, name: &str) -> Vec<String> {
-    let mut p = Vec::new();
+    let mut p = limits::check_limits(spec);
+    if !p.is_empty() {
+        return p;
+    }
     let len = js_length(name);
     if len > NAME_MAX {
         p.push(format!(
