@@ -293,6 +293,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         migrate,
         admin_token_file,
         api_wait_timeout,
+        http: http_args,
     } = args;
     let token = admin_token(admin_token_file.as_deref())?;
     let (pool, controller, elector, metrics) =
@@ -317,7 +318,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             wait_timeout: api_wait_timeout.into(),
         }),
     };
-    let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    let server = tokio::spawn(http::serve_with(
+        listener,
+        state,
+        http_args.limits(),
+        cancel.clone(),
+    ));
     tokio::spawn({
         let controller = controller.clone();
         let (pool, activator, cancel) = (pool.clone(), controller.activator(), cancel.clone());

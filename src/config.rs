@@ -280,6 +280,37 @@ pub struct RunArgs {
     /// How long `POST /v1/reconcile?wait=true` waits for its pass.
     #[arg(long, env = "API_WAIT_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub api_wait_timeout: humantime::Duration,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Bounds on the HTTP listener's sockets (README, "HTTP server limits").
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// A request head must be complete within this, counted from when the connection waits for
+    /// one (a new socket, or a kept-alive one between requests).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_header_read_timeout: humantime::Duration,
+    /// Reading a request's body and answering it; 408 after. Must exceed API_WAIT_TIMEOUT.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "90s", value_parser = positive_duration)]
+    pub http_request_timeout: humantime::Duration,
+    /// A connection on which no byte moves for this long while no request is answered is closed.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub http_idle_timeout: humantime::Duration,
+    /// Connections served at once; one more closes the oldest.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_read_timeout: self.http_header_read_timeout.into(),
+            request_timeout: self.http_request_timeout.into(),
+            idle_timeout: self.http_idle_timeout.into(),
+            max_connections: self.http_max_connections as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -477,6 +508,7 @@ mod tests {
         assert_eq!(run.controller.vapi.vapi_base_url, "https://api.vapi.ai");
         assert_eq!(run.controller.pass.concurrency, 8);
         assert!(!run.migrate);
+        assert_eq!(run.http.limits(), crate::http::Limits::default());
     }
 
     #[test]

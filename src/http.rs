@@ -6,8 +6,13 @@
 //! and carries every migration this binary expects; a standby is ready too (it serves HTTP and
 //! takes over when the leader goes), and both endpoints say which role this replica has.
 
-use axum::extract::State;
+mod conn;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +25,8 @@ use crate::controller::LoopStatus;
 use crate::credentials::PlatformKey;
 use crate::metrics::Metrics;
 use crate::store;
+
+pub use conn::Limits;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -44,14 +51,51 @@ pub fn router(state: HttpState) -> Router {
     }
 }
 
+/// Serves with the default [`Limits`] until `cancel`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    serve_with(listener, state, Limits::default(), cancel).await
+}
+
+/// Serves until `cancel`, every connection bounded by `limits` (see [`conn`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    limits: Limits,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).layer(middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_timeout,
+    ));
+    conn::serve(listener, app, limits, cancel).await
+}
+
+/// Answers 408 when reading the request and answering it takes longer than the bound.
+async fn request_timeout(State(bound): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(answer) => answer,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not read and answered within {}",
+                humantime::format_duration(bound)
+            ),
+        ),
+    }
+}
+
+/// The JSON error every route answers with: `{"error": kind, "message": …}`.
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": kind, "message": message.into()})),
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
