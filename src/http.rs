@@ -111,8 +111,19 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// How long `/readyz` waits for the database: a database that went away (even one that stopped
+/// answering without closing its sockets) makes it 503 within this, well inside a probe's timeout.
+pub const READY_TIMEOUT: Duration = Duration::from_millis(1500);
+
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match store::unapplied_migrations(&state.pool).await {
+    let checked = tokio::time::timeout(READY_TIMEOUT, store::unapplied_migrations(&state.pool));
+    let Ok(checked) = checked.await else {
+        return not_ready(format!(
+            "database unreachable: no answer within {}",
+            humantime::format_duration(READY_TIMEOUT)
+        ));
+    };
+    match checked {
         Ok(missing) if missing.is_empty() => {
             let (role, shards, note, credentials) = {
                 let s = state.loop_status.borrow();
