@@ -352,7 +352,7 @@ impl Lane {
         };
         let mut st = self.state();
         if st.rejected.is_none() {
-            tracing::error!(fingerprint = self.fingerprint(), scope = %self.scope, status, message, "Vapi rejected the key: quarantined; its writes stop until the key changes");
+            tracing::error!(fingerprint = self.fingerprint(), scope = %self.scope, status, vapi_message = message, "Vapi rejected the key: quarantined; its writes stop until the key changes");
         }
         st.rejected = Some(Rejection {
             status,

@@ -717,7 +717,7 @@ fn count(o: &Outcome, report: &mut PassReport) {
     match (o.state, o.reason) {
         (SyncState::Failed, _) => {
             report.failed += 1;
-            tracing::warn!(agent_id = %o.agent_id, reason = o.reason.as_str(), message = %o.message, "agent failed");
+            tracing::warn!(agent_id = %o.agent_id, reason = o.reason.as_str(), status_message = %o.message, "agent failed");
         }
         (SyncState::Drifted | SyncState::Paused, _) => report.not_enforced += 1,
         (_, Reason::InSync) => report.in_sync += 1,
@@ -729,7 +729,7 @@ fn count(o: &Outcome, report: &mut PassReport) {
         _ => {}
     }
     if o.attempted && o.state != SyncState::Failed {
-        tracing::info!(agent_id = %o.agent_id, state = o.state.as_str(), reason = o.reason.as_str(), assistant_id = o.assistant_id.as_deref().unwrap_or(""), message = %o.message, "agent reconciled");
+        tracing::info!(agent_id = %o.agent_id, state = o.state.as_str(), reason = o.reason.as_str(), assistant_id = o.assistant_id.as_deref().unwrap_or(""), status_message = %o.message, "agent reconciled");
     }
 }
 
