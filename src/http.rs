@@ -45,10 +45,69 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    match api {
+    let routes = match api {
         Some(api) => health.merge(crate::api::router(api)),
         None => health,
+    };
+    routes
+        .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
+}
+
+async fn not_found(request: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Every error answer is JSON `{"error", "message"}`: axum's own rejections (a bad query string,
+/// a wrong method, a malformed path) are plain text or empty, so they are rewritten here, their
+/// text kept as the message and `Allow` kept on a 405.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let answer = next.run(request).await;
+    let status = answer.status();
+    let is_json = answer
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return answer;
     }
+    let (parts, body) = answer.into_parts();
+    // Rejection texts are short; a longer body is cut, never buffered whole.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let allow = parts.headers.get(axum::http::header::ALLOW).cloned();
+    let message = match (&allow, text.is_empty()) {
+        (Some(allow), _) if status == StatusCode::METHOD_NOT_ALLOWED => format!(
+            "{method} is not allowed here; allowed: {}",
+            allow.to_str().unwrap_or("")
+        ),
+        (_, false) => text,
+        (_, true) => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let kind = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace([' ', '-'], "_");
+    let mut rebuilt = error(status, &kind, message);
+    if let Some(allow) = allow {
+        rebuilt
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    rebuilt
 }
 
 /// Serves with the default [`Limits`] until `cancel`.
@@ -163,7 +222,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 fn not_ready(reason: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "not ready", "reason": reason})),
+        Json(json!({"status": "not ready", "reason": reason, "error": "not_ready", "message": reason})),
     )
         .into_response()
 }

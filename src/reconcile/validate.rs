@@ -109,7 +109,10 @@ pub fn validate_spec(spec: &Map<String, Value>, name: &str) -> Vec<String> {
         }
         match REMOVED_FIELDS.iter().find(|(k, _)| *k == key) {
             Some((_, hint)) => p.push(format!("spec.{key} was removed from Vapi's API: {hint}")),
-            None => p.push(format!("spec.{key} is not a Vapi assistant field")),
+            None => p.push(format!(
+                "{} is not a Vapi assistant field",
+                limits::field_path(key)
+            )),
         }
     }
     for &field in ASSISTANT_PROPERTIES {

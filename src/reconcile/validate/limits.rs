@@ -57,13 +57,19 @@ pub(super) fn check_limits(spec: &Map<String, Value>) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some((key, depth)) = deepest.filter(|(_, d)| d + 1 > SPEC_MAX_DEPTH) {
         problems.push(format!(
-            "spec.{key} nests {} levels deep (the spec itself is level 1); the limit is {SPEC_MAX_DEPTH}",
+            "{} nests {} levels deep (the spec itself is level 1); the limit is {SPEC_MAX_DEPTH}",
+            field_path(key),
             depth + 1
         ));
     }
     if total > SPEC_MAX_BYTES {
         let field = largest
-            .map(|(key, bytes)| format!(" (the largest field, spec.{key}, is {bytes} bytes)"))
+            .map(|(key, bytes)| {
+                format!(
+                    " (the largest field, {}, is {bytes} bytes)",
+                    field_path(key)
+                )
+            })
             .unwrap_or_default();
         problems.push(format!(
             "spec is {total} bytes as compact JSON{field}; the limit is {SPEC_MAX_BYTES} bytes"
@@ -127,6 +133,16 @@ fn number_bytes(n: &serde_json::Number) -> usize {
     count.0
 }
 
+/// `spec.<key>`, the key cut to 60 characters (`…` marks the cut): a key can be as long as the
+/// spec, and a message must stay short.
+pub(super) fn field_path(key: &str) -> String {
+    const KEY_MAX: usize = 60;
+    match key.char_indices().nth(KEY_MAX) {
+        Some((cut, _)) => format!("spec.{}…", &key[..cut]),
+        None => format!("spec.{key}"),
+    }
+}
+
 /// Reads a stored spec text. A text the parser refuses gets an error naming the top-level field
 /// at fault and, when it nests too deep, the measured depth and the limit.
 pub fn parse_spec(text: &str) -> Result<Value, String> {
@@ -142,21 +158,22 @@ fn unreadable(text: &str, whole: &serde_json::Error) -> String {
         }
         return whole.to_string();
     };
+    // A field may parse on its own and still make the whole too deep: depth is measured first.
     let mut bad: Vec<(&str, String)> = fields
         .iter()
         .filter_map(|(key, raw)| {
-            let e = serde_json::from_str::<Value>(raw.get()).err()?;
             let depth = text_depth(raw.get()) + 1;
-            Some(if depth > SPEC_MAX_DEPTH {
-                (
+            if depth > SPEC_MAX_DEPTH {
+                return Some((
                     *key,
                     format!(
-                        "spec.{key} nests {depth} levels deep (the spec itself is level 1); the limit is {SPEC_MAX_DEPTH}"
+                        "{} nests {depth} levels deep (the spec itself is level 1); the limit is {SPEC_MAX_DEPTH}",
+                        field_path(key)
                     ),
-                )
-            } else {
-                (*key, format!("spec.{key} cannot be read: {e}"))
-            })
+                ));
+            }
+            let e = serde_json::from_str::<Value>(raw.get()).err()?;
+            Some((*key, format!("{} cannot be read: {e}", field_path(key))))
         })
         .collect();
     bad.sort();
@@ -283,6 +300,16 @@ mod tests {
         assert!(
             err.starts_with("spec.temperature cannot be read: number out of range"),
             "{err}"
+        );
+        // 128 levels in all: each field alone parses, the whole does not.
+        let edge = format!(
+            r#"{{"a": 1, "model": {}1{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert_eq!(
+            parse_spec(&edge).expect_err("128"),
+            "spec.model nests 128 levels deep (the spec itself is level 1); the limit is 32"
         );
         let array = format!("{}{}", "[".repeat(300), "]".repeat(300));
         assert_eq!(
