@@ -13,8 +13,6 @@
 //!
 //! PURE: no I/O.
 
-use std::collections::HashMap;
-
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -101,10 +99,38 @@ fn read_item(raw: &RawValue) -> Result<Value, Box<Unreadable>> {
     Err(Box::new(shallow(raw, error)))
 }
 
+/// The top-level fields of a JSON object text, in order and with repeats, none of them built:
+/// skipping a raw value has no depth limit. `None` when the text is not an object.
+pub(crate) fn top_level_fields(text: &str) -> Option<Vec<(String, &RawValue)>> {
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = Vec<(String, &'de RawValue)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut fields = Vec::new();
+            while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                fields.push(entry);
+            }
+            Ok(fields)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = serde::Deserializer::deserialize_map(&mut de, Fields).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
 /// The top-level fields of an item that does not parse as a whole, each parsed on its own; the
 /// error names the first field that does not parse.
 fn shallow(raw: &RawValue, whole: String) -> Unreadable {
-    let Ok(top) = serde_json::from_str::<HashMap<String, &RawValue>>(raw.get()) else {
+    let Some(top) = top_level_fields(raw.get()) else {
         return Unreadable {
             id: None,
             created_at: None,
@@ -122,7 +148,6 @@ fn shallow(raw: &RawValue, whole: String) -> Unreadable {
             Err(e) => bad.push((key, e)),
         }
     }
-    bad.sort_by(|a, b| a.0.cmp(&b.0));
     let error = match bad.first() {
         Some((key, e)) => format!("field {key:?} cannot be read: {e}"),
         None => whole,
@@ -189,7 +214,16 @@ mod tests {
 
     #[test]
     fn every_kind_of_unreadable_item_is_kept_apart() {
+        let twice = format!(
+            r#"{{"id":"d","createdAt":"t","model":{},"model":{{}}}}"#,
+            nested(300)
+        );
         let cases: &[(&str, Option<&str>, &str)] = &[
+            (
+                &twice,
+                Some("d"),
+                "field \"model\" cannot be read: recursion limit",
+            ),
             (
                 r#"{"id":"n","createdAt":"t","temperature":1e400}"#,
                 Some("n"),

@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 pub use error::VapiError;
+pub(crate) use listing::top_level_fields;
 pub use listing::{Listing, Unreadable};
 
 use crate::credentials::ApiKey;

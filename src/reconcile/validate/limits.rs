@@ -16,9 +16,6 @@
 //!
 //! PURE: no I/O.
 
-use std::collections::HashMap;
-
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The deepest a spec may nest; the spec object itself is level 1.
@@ -151,10 +148,14 @@ pub fn parse_spec(text: &str) -> Result<Value, String> {
 
 fn unreadable(text: &str, whole: &serde_json::Error) -> String {
     // The top-level fields split without being built: skipping a raw value has no depth limit.
-    let Ok(fields) = serde_json::from_str::<HashMap<&str, &RawValue>>(text) else {
+    // In order and with repeats: a key given twice is read twice (the parser reads both).
+    let Some(fields) = crate::vapi::top_level_fields(text) else {
         let depth = text_depth(text);
         if depth > SPEC_MAX_DEPTH {
             return format!("the spec nests {depth} levels deep; the limit is {SPEC_MAX_DEPTH}");
+        }
+        if !text.trim_start().starts_with('{') {
+            return format!("spec must be a JSON object ({whole})");
         }
         return whole.to_string();
     };
@@ -165,7 +166,7 @@ fn unreadable(text: &str, whole: &serde_json::Error) -> String {
             let depth = text_depth(raw.get()) + 1;
             if depth > SPEC_MAX_DEPTH {
                 return Some((
-                    *key,
+                    key.as_str(),
                     format!(
                         "{} nests {depth} levels deep (the spec itself is level 1); the limit is {SPEC_MAX_DEPTH}",
                         field_path(key)
@@ -173,7 +174,7 @@ fn unreadable(text: &str, whole: &serde_json::Error) -> String {
                 ));
             }
             let e = serde_json::from_str::<Value>(raw.get()).err()?;
-            Some((*key, format!("{} cannot be read: {e}", field_path(key))))
+            Some((key.as_str(), format!("{} cannot be read: {e}", field_path(key))))
         })
         .collect();
     bad.sort();
@@ -319,6 +320,20 @@ mod tests {
         // Brackets inside strings are not nesting.
         assert_eq!(text_depth(r#"{"a": "[[[[\"{{{{"}"#), 1);
         assert!(parse_spec("not json").is_err());
+        // A key given twice: the deep first one is the one named.
+        let twice = format!(
+            r#"{{"model": {}1{}, "model": {{}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            parse_spec(&twice).expect_err("deep"),
+            "spec.model nests 201 levels deep (the spec itself is level 1); the limit is 32"
+        );
+        assert_eq!(
+            parse_spec("1e400").expect_err("a number"),
+            "spec must be a JSON object (number out of range at line 1 column 5)"
+        );
         assert_eq!(parse_spec(r#"{"a": [1]}"#).expect("ok"), json!({"a": [1]}));
     }
 }
