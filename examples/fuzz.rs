@@ -32,10 +32,8 @@ use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::http::{self, HttpState};
 use vapi_reconciler::metrics::Metrics;
 use vapi_reconciler::reconcile::guard::GuardSettings;
-use vapi_reconciler::reconcile::validate::parse_spec;
-use vapi_reconciler::reconcile::{
-    DesiredAgent, Mode, OrphanPolicy, PlanSettings, VoiceRules, desired_body,
-};
+use vapi_reconciler::reconcile::validate::stored_spec_problems;
+use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
 use vapi_reconciler::store::{MIGRATOR, Store};
 use vapi_reconciler::vapi::{ClientConfig, VapiClient};
@@ -184,20 +182,7 @@ fn fuzz_specs(rng: &mut StdRng, n: usize) -> BTreeMap<&'static str, usize> {
         let text = hostile_spec(rng);
         *c.entry("tried").or_default() += 1;
         let outcome = std::panic::catch_unwind(|| {
-            let agent = DesiredAgent {
-                id: Uuid::nil(),
-                org_id: Uuid::nil(),
-                name: "front-desk".to_owned(),
-                spec: parse_spec(&text),
-                generation: 1,
-                mode: Mode::Enforce,
-                deleted: false,
-                recorded_assistant_id: None,
-                last_applied: None,
-                intent: None,
-                voice_fallback: false,
-            };
-            desired_body(&agent, &VoiceRules::default()).err()
+            stored_spec_problems("front-desk", &text, &VoiceRules::default())
         });
         match outcome {
             Err(_) => {

@@ -7,37 +7,16 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vapi_reconciler::api::{AdminToken, Api};
-use vapi_reconciler::credentials::{ApiKey, PlatformKey};
-use vapi_reconciler::http::{self, HttpState};
-use vapi_reconciler::metrics::Metrics;
-use vapi_reconciler::reconcile::validate::parse_spec;
-use vapi_reconciler::reconcile::{DesiredAgent, Mode, VoiceRules, desired_body};
-use vapi_reconciler::store::Store;
+use vapi_reconciler::http::Limits;
+use vapi_reconciler::reconcile::VoiceRules;
+use vapi_reconciler::reconcile::validate::stored_spec_problems;
 
-/// The problems a pass would report for a stored spec text, as `load_agents` reads it.
+/// The problems a pass would report for a stored spec text.
 fn refusal(name: &str, text: &str) -> Option<Vec<String>> {
-    let agent = DesiredAgent {
-        id: Uuid::nil(),
-        org_id: Uuid::nil(),
-        name: name.to_owned(),
-        spec: parse_spec(text),
-        generation: 1,
-        mode: Mode::Enforce,
-        deleted: false,
-        recorded_assistant_id: None,
-        last_applied: None,
-        intent: None,
-        voice_fallback: false,
-    };
-    desired_body(&agent, &VoiceRules::default()).err()
+    stored_spec_problems(name, text, &VoiceRules::default())
 }
 
 fn deep(open: &str, close: &str, n: usize, inner: &str) -> String {
@@ -214,25 +193,8 @@ type HttpCase = (
 
 #[sqlx::test]
 async fn hostile_http_requests_get_the_right_4xx_as_json(pool: PgPool) {
-    let vapi = common::client("http://127.0.0.1:9");
-    let key = ApiKey::new("a-test-key").unwrap();
-    let controller = Arc::new(common::controller(&pool, &vapi, &key, common::settings()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let cancel = CancellationToken::new();
-    let state = HttpState {
-        pool: pool.clone(),
-        loop_status: controller.subscribe(),
-        platform_key: PlatformKey::fixed(key),
-        metrics: Metrics::new("vapi-reconciler").unwrap(),
-        api: Some(Api {
-            controller,
-            store: Store::new(pool.clone()),
-            token: AdminToken::new(TOKEN),
-            wait_timeout: Duration::from_secs(1),
-        }),
-    };
-    tokio::spawn(http::serve(listener, state, cancel.clone()));
+    let (addr, cancel) = common::serve_api(&pool, TOKEN, Limits::default()).await;
+    let base = format!("http://{addr}");
     let auth = format!("Bearer {TOKEN}");
     let big = "x".repeat(100_000);
     let deep_body = deep("[", "]", 5_000, "");

@@ -4,43 +4,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use vapi_reconciler::api::{AdminToken, Api};
-use vapi_reconciler::credentials::{ApiKey, PlatformKey};
-use vapi_reconciler::http::{self, HttpState, Limits};
-use vapi_reconciler::metrics::Metrics;
-use vapi_reconciler::store::Store;
+use vapi_reconciler::http::Limits;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-/// The server with the API, as `run` wires it, under `limits`; the controller does not loop.
 async fn serve(pool: &PgPool, limits: Limits) -> (std::net::SocketAddr, CancellationToken) {
-    let vapi = common::client("http://127.0.0.1:9");
-    let key = ApiKey::new("a-test-key").unwrap();
-    let controller = Arc::new(common::controller(pool, &vapi, &key, common::settings()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cancel = CancellationToken::new();
-    let state = HttpState {
-        pool: pool.clone(),
-        loop_status: controller.subscribe(),
-        platform_key: PlatformKey::fixed(key),
-        metrics: Metrics::new("vapi-reconciler").unwrap(),
-        api: Some(Api {
-            controller,
-            store: Store::new(pool.clone()),
-            token: AdminToken::new(TOKEN),
-            wait_timeout: Duration::from_secs(1),
-        }),
-    };
-    tokio::spawn(http::serve_with(listener, state, limits, cancel.clone()));
-    (addr, cancel)
+    common::serve_api(pool, TOKEN, limits).await
 }
 
 /// Reads until the server closes the socket; what it sent before closing.

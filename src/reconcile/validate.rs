@@ -87,6 +87,31 @@ const PLAN_NUMBERS: &[(&str, &str, f64, f64)] = &[
 /// How many offending items of one array are reported one by one.
 const ITEMS_SHOWN: usize = 3;
 
+/// The problems a pass reports for an agent with this name and this stored spec text (read as
+/// `load_agents` reads it, then normalized and validated as `desired_body` does), or `None` when
+/// the spec would be sent: everything that runs before Vapi, for the bad-input corpus and the
+/// fuzz run.
+pub fn stored_spec_problems(
+    name: &str,
+    text: &str,
+    voices: &super::VoiceRules,
+) -> Option<Vec<String>> {
+    let agent = super::DesiredAgent {
+        id: uuid::Uuid::nil(),
+        org_id: uuid::Uuid::nil(),
+        name: name.to_owned(),
+        spec: parse_spec(text),
+        generation: 1,
+        mode: super::Mode::Enforce,
+        deleted: false,
+        recorded_assistant_id: None,
+        last_applied: None,
+        intent: None,
+        voice_fallback: false,
+    };
+    super::desired_body(&agent, voices).err()
+}
+
 /// Every problem with a spec, each naming the field path and the offending value (values shown
 /// truncated to about 60 characters). `name` is the agent's name (`agents.name`). A spec deeper
 /// than [`SPEC_MAX_DEPTH`] or larger than [`SPEC_MAX_BYTES`] gets only that problem.

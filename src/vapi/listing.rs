@@ -93,7 +93,10 @@ fn read_item(raw: &RawValue) -> Result<Value, Box<Unreadable>> {
                 error: missing.to_owned(),
             }));
         }
-        Ok(other) => format!("it is not a JSON object but {}", type_name(&other)),
+        Ok(other) => format!(
+            "it is not a JSON object: {}",
+            crate::reconcile::validate::show(&other)
+        ),
         Err(e) => e.to_string(),
     };
     Err(Box::new(shallow(raw, error)))
@@ -161,17 +164,6 @@ fn shallow(raw: &RawValue, whole: String) -> Unreadable {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,8 +224,8 @@ mod tests {
             (r#"{"createdAt":"t"}"#, None, "it has no string id"),
             (r#"{"id":7,"createdAt":"t"}"#, None, "it has no string id"),
             (r#"{"id":"c"}"#, Some("c"), "it has no string createdAt"),
-            (r#"5"#, None, "it is not a JSON object but a number"),
-            (r#""text""#, None, "it is not a JSON object but a string"),
+            (r#"5"#, None, "it is not a JSON object: 5"),
+            (r#""text""#, None, "it is not a JSON object: \"text\""),
             (&nested(300), None, "recursion limit exceeded"),
         ];
         for (item, id, error) in cases {
