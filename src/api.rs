@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::controller::{Controller, PlanFilter, Role};
+use crate::http::error;
 use crate::reconcile::shard::shard_of;
 use crate::store::Store;
 
@@ -78,18 +79,9 @@ pub fn router(api: Api) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/breakers/{fingerprint}/reset", post(reset_breaker))
         .route("/v1/guard/blocks/{id}/confirm", post(confirm_block))
-        .fallback(not_found_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
-}
-
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": kind, "message": message.into()})),
-    )
-        .into_response()
 }
 
 async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
@@ -97,7 +89,7 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match (&api.token, presented) {
         (None, _) => error(
             StatusCode::UNAUTHORIZED,
@@ -118,8 +110,12 @@ async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> R
     }
 }
 
-async fn not_found_route() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 7235 §2.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A JSON body, or a JSON error: 413 over the limit, 400 when it does not parse.
@@ -350,6 +346,17 @@ async fn status(State(api): State<Api>) -> Response {
 }
 
 async fn reset_breaker(State(api): State<Api>, Path(fingerprint): Path<String>) -> Response {
+    // A fingerprint is 8 hex digits; anything else (`%00` included) never reaches the database.
+    if fingerprint.len() != 8 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "{} is not a key fingerprint (8 hex digits, as `breaker list` shows them)",
+                crate::reconcile::validate::show(&serde_json::Value::String(fingerprint))
+            ),
+        );
+    }
     match api.store.request_breaker_reset(&fingerprint).await {
         Ok(true) => {
             api.controller.note_operator_request();
@@ -394,7 +401,17 @@ async fn confirm_block(
     };
     let valid_for = match request.valid_for.as_deref().map(humantime::parse_duration) {
         None => Duration::from_secs(3600),
-        Some(Ok(d)) => d,
+        Some(Ok(d)) if !d.is_zero() && d <= crate::config::MAX_DURATION => d,
+        Some(Ok(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "validFor must be above zero and at most {} (10 years)",
+                    humantime::format_duration(crate::config::MAX_DURATION)
+                ),
+            );
+        }
         Some(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -404,6 +421,13 @@ async fn confirm_block(
         }
     };
     let by = request.by.unwrap_or_else(|| "api".to_owned());
+    if by.trim().is_empty() || by.chars().count() > 200 || by.chars().any(char::is_control) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "by must be a name: not empty, at most 200 characters, no control characters",
+        );
+    }
     match api.store.confirm_guard_block(id, &by, valid_for).await {
         Ok(Some(block)) => {
             tracing::warn!(block_id = id, by = %by, "guard block confirmed over the API");

@@ -39,24 +39,64 @@ pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
     Ok(connect_with_options(url).await?.0)
 }
 
+/// How long the first connection at start may take: a start against an unreachable database
+/// fails within this (and within the 5 s a start may take), naming the cause.
+const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// The pool, and the options it was built from (for the leader's dedicated connection).
 async fn connect_with_options(url: &SecretString) -> anyhow::Result<(PgPool, PgConnectOptions)> {
-    // The URL may hold a password: errors name the variable, never the value.
-    let options = PgConnectOptions::from_str(url.expose_secret())
-        .context("DATABASE_URL / --database-url is not a valid Postgres URL")?;
+    // The URL may hold a password: errors name the variable, the host and the user, never it.
+    let options = PgConnectOptions::from_str(url.expose_secret()).map_err(|e| {
+        anyhow::anyhow!(
+            "DATABASE_URL / --database-url is not a valid Postgres URL: {}",
+            connect_cause(&e)
+        )
+    })?;
     // One direct attempt first: a pool retries until its timeout and then reports only that,
     // hiding the real cause ("connection refused", "password authentication failed").
-    PgConnection::connect_with(&options)
-        .await
-        .context("cannot connect to the database given by DATABASE_URL / --database-url")?
-        .close()
-        .await
-        .ok();
+    let target = format!(
+        "{}:{} (database {:?}, user {:?})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username()),
+        options.get_username()
+    );
+    match tokio::time::timeout(
+        DATABASE_CONNECT_TIMEOUT,
+        PgConnection::connect_with(&options),
+    )
+    .await
+    {
+        Err(_) => bail!(
+            "DATABASE_URL / --database-url: no answer from {target} within {}",
+            humantime::format_duration(DATABASE_CONNECT_TIMEOUT)
+        ),
+        Ok(Err(e)) => bail!(
+            "DATABASE_URL / --database-url: {} at {target}",
+            connect_cause(&e)
+        ),
+        Ok(Ok(conn)) => {
+            conn.close().await.ok();
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(options.clone());
     Ok((pool, options))
+}
+
+/// Why a connection failed, in the server's or the system's words (never the URL).
+fn connect_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_owned()
+        }
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        other => other.to_string(),
+    }
 }
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -132,7 +172,7 @@ fn resilience(args: &ResilienceArgs) -> (LaneConfig, Backoff) {
             max: Duration::from_secs(10),
             jitter: 0.2,
         },
-        retry_after_min: Duration::from_secs(1),
+        retry_after_min: crate::config::RETRY_AFTER_MIN,
         retry_after_max: (*vapi_retry_after_max).into(),
         probe_interval: (*quarantine_probe_interval).into(),
         clock: crate::resilience::Clock::new(),
@@ -160,12 +200,9 @@ fn delta(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-/// Typed pass settings; refuses a create grace that an in-flight POST could outlast.
-fn pass_settings(
-    pass: &PassArgs,
-    vapi: &VapiArgs,
-    leader: &LeaderArgs,
-) -> anyhow::Result<PassSettings> {
+/// Typed pass settings (their relations were checked with the whole configuration at start,
+/// `Cli::validate`).
+fn pass_settings(pass: &PassArgs) -> anyhow::Result<PassSettings> {
     let PassArgs {
         concurrency,
         dry_run,
@@ -191,21 +228,6 @@ fn pass_settings(
             })?
         }
     };
-    if Duration::from(leader.leader_renew_interval) * 2 > Duration::from(leader.leader_lease) {
-        bail!(
-            "LEADER_RENEW_INTERVAL / --leader-renew-interval ({}) must be at most half of LEADER_LEASE / --leader-lease ({}): a leader must prove its lock again before the last proof expires",
-            leader.leader_renew_interval,
-            leader.leader_lease
-        );
-    }
-    let floor = Duration::from(vapi.vapi_request_timeout) + Duration::from(leader.leader_lease);
-    if Duration::from(*create_grace) < floor {
-        bail!(
-            "CREATE_GRACE / --create-grace is {create_grace}, shorter than VAPI_REQUEST_TIMEOUT ({}) plus LEADER_LEASE ({}): a create still in flight could land after it and leave a duplicate",
-            vapi.vapi_request_timeout,
-            leader.leader_lease
-        );
-    }
     Ok(PassSettings {
         concurrency: usize::from(*concurrency),
         dry_run: *dry_run,
@@ -243,7 +265,7 @@ async fn build(
     let key = platform_key(vapi)?;
     let keyring = keyring(vault)?;
     let (lanes, agent_backoff) = resilience(resilience_args);
-    let settings = pass_settings(pass, vapi, leader)?;
+    let settings = pass_settings(pass)?;
     let metrics = Metrics::new(&leader.leader_election_name).context("registering metrics")?;
     let client = VapiClient::new(&ClientConfig {
         base_url: vapi.vapi_base_url.clone(),
@@ -294,6 +316,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         migrate,
         admin_token_file,
         api_wait_timeout,
+        http: http_args,
     } = args;
     let token = admin_token(admin_token_file.as_deref())?;
     let (pool, controller, elector, metrics) =
@@ -318,7 +341,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             wait_timeout: api_wait_timeout.into(),
         }),
     };
-    let server = tokio::spawn(http::serve(listener, state, cancel.clone()));
+    let server = tokio::spawn(http::serve_with(
+        listener,
+        state,
+        http_args.limits(),
+        cancel.clone(),
+    ));
     tokio::spawn({
         let controller = controller.clone();
         let (pool, activator, cancel) = (pool.clone(), controller.activator(), cancel.clone());

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+mod validate;
+pub use validate::{ConfigError, MAX_DURATION, RETRY_AFTER_MIN};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vapi-reconciler",
@@ -97,7 +100,7 @@ pub enum BreakerCommand {
 pub enum GuardCommand {
     /// List recent blocks, newest first, as JSON.
     List {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
     /// Allow passes that delete and recreate at most this block's counts, for a while.
@@ -108,7 +111,7 @@ pub enum GuardCommand {
         #[arg(long, default_value = "1h", value_parser = positive_duration)]
         valid_for: humantime::Duration,
         /// Who confirms, for the record.
-        #[arg(long, env = "USER", default_value = "operator")]
+        #[arg(long, env = "USER", default_value = "operator", value_parser = name)]
         by: String,
     },
 }
@@ -116,23 +119,23 @@ pub enum GuardCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL (may hold a password: kept secret, never logged).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = PostgresUrlParser)]
     pub database_url: SecretString,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct VapiArgs {
     /// Vapi API base URL.
-    #[arg(long, env = "VAPI_BASE_URL", default_value = "https://api.vapi.ai")]
+    #[arg(long, env = "VAPI_BASE_URL", default_value = "https://api.vapi.ai", value_parser = HttpUrlParser)]
     pub vapi_base_url: String,
     /// File holding the Vapi private key (wins over the VAPI_PRIVATE_KEY environment variable).
     #[arg(long, env = "VAPI_PRIVATE_KEY_FILE")]
     pub vapi_private_key_file: Option<PathBuf>,
     /// Bound on connecting to Vapi.
-    #[arg(long, env = "VAPI_CONNECT_TIMEOUT", default_value = "5s")]
+    #[arg(long, env = "VAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub vapi_connect_timeout: humantime::Duration,
     /// Bound on one whole Vapi call.
-    #[arg(long, env = "VAPI_REQUEST_TIMEOUT", default_value = "30s")]
+    #[arg(long, env = "VAPI_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub vapi_request_timeout: humantime::Duration,
 }
 
@@ -146,13 +149,13 @@ pub struct PassArgs {
     pub dry_run: bool,
     /// How long a create with an unknown outcome is waited for before creating again. Must
     /// exceed the request timeout plus the leader lease.
-    #[arg(long, env = "CREATE_GRACE", default_value = "2m")]
+    #[arg(long, env = "CREATE_GRACE", default_value = "2m", value_parser = positive_duration)]
     pub create_grace: humantime::Duration,
     /// What happens to marked assistants whose agent no longer exists.
     #[arg(long, env = "ORPHAN_POLICY", value_enum, default_value_t = OrphanPolicyArg::Delete)]
     pub orphan_policy: OrphanPolicyArg,
     /// How long an orphan must have been seen before it is deleted.
-    #[arg(long, env = "ORPHAN_GRACE", default_value = "15m")]
+    #[arg(long, env = "ORPHAN_GRACE", default_value = "15m", value_parser = duration)]
     pub orphan_grace: humantime::Duration,
     /// Blast-radius guard: the share of the fleet one pass may delete or recreate...
     #[arg(long, env = "GUARD_MAX_SHARE", default_value_t = 0.10, value_parser = share)]
@@ -179,10 +182,10 @@ pub enum OrphanPolicyArg {
 #[derive(Debug, Clone, Args)]
 pub struct LeaderArgs {
     /// The lease's name; replicas with the same name elect one leader.
-    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = "vapi-reconciler")]
+    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = "vapi-reconciler", value_parser = name)]
     pub leader_election_name: String,
     /// This replica's identity in the lease and journal (default: hostname/pid).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "POD_NAME", value_parser = name)]
     pub holder: Option<String>,
     /// How long one proof of holding the lock stays valid; a new leader waits this long before
     /// its first write unless the previous one released gracefully.
@@ -235,7 +238,7 @@ pub struct ResilienceArgs {
     pub vapi_write_burst: u32,
     /// Extra attempts of an idempotent call (GET, PATCH, DELETE) after a 429, 5xx, timeout or
     /// transport error. A POST is never retried.
-    #[arg(long, env = "VAPI_RETRIES", default_value_t = 3)]
+    #[arg(long, env = "VAPI_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub vapi_retries: u32,
     /// Longest `Retry-After` honoured from a 429.
     #[arg(long, env = "VAPI_RETRY_AFTER_MAX", default_value = "60s", value_parser = positive_duration)]
@@ -280,6 +283,37 @@ pub struct RunArgs {
     /// How long `POST /v1/reconcile?wait=true` waits for its pass.
     #[arg(long, env = "API_WAIT_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub api_wait_timeout: humantime::Duration,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Bounds on the HTTP listener's sockets (README, "HTTP server limits").
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// A request head must be complete within this, counted from when the connection waits for
+    /// one (a new socket, or a kept-alive one between requests).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_header_read_timeout: humantime::Duration,
+    /// Reading a request's body and answering it; 408 after. Must exceed API_WAIT_TIMEOUT.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "90s", value_parser = positive_duration)]
+    pub http_request_timeout: humantime::Duration,
+    /// A connection on which no byte moves for this long while no request is answered is closed.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub http_idle_timeout: humantime::Duration,
+    /// Connections served at once; one more closes the oldest.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_read_timeout: self.http_header_read_timeout.into(),
+            request_timeout: self.http_request_timeout.into(),
+            idle_timeout: self.http_idle_timeout.into(),
+            max_connections: self.http_max_connections as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -306,7 +340,7 @@ pub struct SimulateArgs {
     )]
     pub keys: Vec<String>,
     /// Latency added to every /assistant request.
-    #[arg(long, default_value = "0s")]
+    #[arg(long, default_value = "0s", value_parser = duration)]
     pub latency: humantime::Duration,
 }
 
@@ -317,7 +351,7 @@ pub struct DemoArgs {
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
-        value_parser = secret,
+        value_parser = PostgresUrlParser,
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: SecretString,
@@ -388,8 +422,73 @@ pub struct KeyInput {
 
 // --- end of per-organization Vapi keys ---
 
-fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(s))
+/// A URL setting, checked without ever echoing its value (it may hold a password): clap's own
+/// message for a refused value would quote it.
+#[derive(Debug, Clone, Copy)]
+struct HttpUrlParser;
+
+/// A Postgres URL (`postgres://` or `postgresql://`), kept secret.
+#[derive(Debug, Clone, Copy)]
+struct PostgresUrlParser;
+
+/// The text of a URL setting, or clap's error naming the setting and why, never the value.
+fn url_setting<T>(
+    cmd: &clap::Command,
+    arg: Option<&clap::Arg>,
+    value: &std::ffi::OsStr,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, clap::Error> {
+    let refuse = |why: String| {
+        let setting = arg.map_or_else(|| "a URL".to_owned(), ToString::to_string);
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!("invalid value for '{setting}': {why}\n"),
+        )
+        .with_cmd(cmd)
+    };
+    let text = value
+        .to_str()
+        .ok_or_else(|| refuse("not valid UTF-8".to_owned()))?;
+    check(text).map_err(refuse)
+}
+
+impl clap::builder::TypedValueParser for HttpUrlParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        url_setting(cmd, arg, value, http_url)
+    }
+}
+
+impl clap::builder::TypedValueParser for PostgresUrlParser {
+    type Value = SecretString;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretString, clap::Error> {
+        url_setting(cmd, arg, value, |text| {
+            postgres_url(text).map(|()| SecretString::from(text.to_owned()))
+        })
+    }
+}
+
+fn postgres_url(s: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "the scheme must be postgres or postgresql, got {:?}",
+            url.scheme()
+        ));
+    }
+    Ok(())
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -408,12 +507,60 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
-fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
+/// A duration of at most [`MAX_DURATION`] (zero allowed).
+fn duration(s: &str) -> Result<humantime::Duration, String> {
     let d: humantime::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if *d > MAX_DURATION {
+        return Err(format!(
+            "must be at most {} (10 years), got {s:?}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration above zero and at most [`MAX_DURATION`].
+fn positive_duration(s: &str) -> Result<humantime::Duration, String> {
+    let d = duration(s)?;
     if d.is_zero() {
         return Err(format!("must be greater than zero, got {s:?}"));
     }
     Ok(d)
+}
+
+/// An `http://` or `https://` URL with a host and no credentials in it (a key belongs in a
+/// header, never in a URL that is logged), query or fragment. The value is not echoed: a URL
+/// with userinfo may hold a secret.
+fn http_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the scheme must be http or https, got {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not carry a user or password (user:pass@)".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not carry a query or fragment".to_owned());
+    }
+    Ok(s.trim().to_owned())
+}
+
+/// A name: not empty, at most 200 characters, no control characters.
+fn name(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if t.chars().count() > 200 || t.chars().any(char::is_control) {
+        return Err("must be at most 200 characters without control characters".to_owned());
+    }
+    Ok(t.to_owned())
 }
 
 fn database_name(s: &str) -> Result<String, String> {
@@ -477,6 +624,7 @@ mod tests {
         assert_eq!(run.controller.vapi.vapi_base_url, "https://api.vapi.ai");
         assert_eq!(run.controller.pass.concurrency, 8);
         assert!(!run.migrate);
+        assert_eq!(run.http.limits(), crate::http::Limits::default());
     }
 
     #[test]

@@ -165,11 +165,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn create_database(url: &SecretString, name: &str) -> anyhow::Result<PgPool> {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url.expose_secret())
+    // Fails within seconds naming the cause, never the password.
+    let admin = crate::app::connect(url)
         .await
-        .context("cannot connect to Postgres (set DATABASE_URL to a server the demo may create a database on)")?;
+        .context("set DATABASE_URL to a Postgres server the demo may create a database on")?;
     // `name` is checked to be a plain identifier when the flags are parsed.
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)

@@ -6,8 +6,13 @@
 //! and carries every migration this binary expects; a standby is ready too (it serves HTTP and
 //! takes over when the leader goes), and both endpoints say which role this replica has.
 
-use axum::extract::State;
+mod conn;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +25,8 @@ use crate::controller::LoopStatus;
 use crate::credentials::PlatformKey;
 use crate::metrics::Metrics;
 use crate::store;
+
+pub use conn::Limits;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -38,20 +45,116 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    match api {
+    let routes = match api {
         Some(api) => health.merge(crate::api::router(api)),
         None => health,
-    }
+    };
+    routes
+        .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
 }
 
+async fn not_found(request: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Every error answer is JSON `{"error", "message"}`: axum's own rejections (a bad query string,
+/// a wrong method, a malformed path) are plain text or empty, so they are rewritten here, their
+/// text kept as the message and `Allow` kept on a 405.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let answer = next.run(request).await;
+    let status = answer.status();
+    let is_json = answer
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return answer;
+    }
+    let (parts, body) = answer.into_parts();
+    // Rejection texts are short; a longer body is cut, never buffered whole.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let allow = parts.headers.get(axum::http::header::ALLOW).cloned();
+    let message = match (&allow, text.is_empty()) {
+        (Some(allow), _) if status == StatusCode::METHOD_NOT_ALLOWED => format!(
+            "{method} is not allowed here; allowed: {}",
+            allow.to_str().unwrap_or("")
+        ),
+        (_, false) => text,
+        (_, true) => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let kind = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace([' ', '-'], "_");
+    let mut rebuilt = error(status, &kind, message);
+    if let Some(allow) = allow {
+        rebuilt
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    rebuilt
+}
+
+/// Serves with the default [`Limits`] until `cancel`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    serve_with(listener, state, Limits::default(), cancel).await
+}
+
+/// Serves until `cancel`, every connection bounded by `limits` (see [`conn`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    limits: Limits,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).layer(middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_timeout,
+    ));
+    conn::serve(listener, app, limits, cancel).await
+}
+
+/// Answers 408 when reading the request and answering it takes longer than the bound.
+async fn request_timeout(State(bound): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(answer) => answer,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not read and answered within {}",
+                humantime::format_duration(bound)
+            ),
+        ),
+    }
+}
+
+/// The JSON error every route answers with: `{"error": kind, "message": …}`.
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": kind, "message": message.into()})),
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
@@ -69,8 +172,19 @@ async fn healthz(State(state): State<HttpState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// How long `/readyz` waits for the database: a database that went away (even one that stopped
+/// answering without closing its sockets) makes it 503 within this, well inside a probe's timeout.
+pub const READY_TIMEOUT: Duration = Duration::from_millis(1500);
+
 async fn readyz(State(state): State<HttpState>) -> Response {
-    match store::unapplied_migrations(&state.pool).await {
+    let checked = tokio::time::timeout(READY_TIMEOUT, store::unapplied_migrations(&state.pool));
+    let Ok(checked) = checked.await else {
+        return not_ready(format!(
+            "database unreachable: no answer within {}",
+            humantime::format_duration(READY_TIMEOUT)
+        ));
+    };
+    match checked {
         Ok(missing) if missing.is_empty() => {
             let ((role, proof_age), shards, note, credentials) = {
                 let s = state.loop_status.borrow();
@@ -111,7 +225,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 fn not_ready(reason: String) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "not ready", "reason": reason})),
+        Json(json!({"status": "not ready", "reason": reason, "error": "not_ready", "message": reason})),
     )
         .into_response()
 }

@@ -10,6 +10,11 @@ use vapi_reconciler::{app, telemetry};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    // Settings that are wrong together stop the start before anything is connected.
+    if let Err(e) = cli.validate() {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Migrate(args) => app::migrate(args).await.map(|()| ExitCode::SUCCESS),
         Command::Run(args) => app::run(args).await.map(|()| ExitCode::SUCCESS),

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub breakers: IntGaugeVec,
     pub credentials_rejected: IntGauge,
     pub voice_normalizations_total: IntCounterVec,
+    pub unreadable_assistants_total: IntCounter,
     pub last_pass_timestamp_seconds: Gauge,
     pub last_pass_duration_seconds: Gauge,
     pub guard_blocked: IntGauge,
@@ -169,6 +170,10 @@ impl Metrics {
                 ),
                 &["rule"],
             )?,
+            unreadable_assistants_total: IntCounter::with_opts(c(
+                "vapi_reconciler_unreadable_assistants_total",
+                "Listed assistants the controller could not read (nested too deep, unparseable, no id), counted per listing page read; each is left alone and its agent failed.",
+            ))?,
             last_pass_timestamp_seconds: Gauge::with_opts(c(
                 "vapi_reconciler_last_pass_timestamp_seconds",
                 "Unix time the last complete pass ended.",
@@ -244,6 +249,7 @@ impl Metrics {
             Box::new(self.breakers.clone()),
             Box::new(self.credentials_rejected.clone()),
             Box::new(self.voice_normalizations_total.clone()),
+            Box::new(self.unreadable_assistants_total.clone()),
             Box::new(self.last_pass_timestamp_seconds.clone()),
             Box::new(self.last_pass_duration_seconds.clone()),
             Box::new(self.guard_blocked.clone()),

@@ -384,7 +384,7 @@ impl ShardElector {
                 tracing::info!(
                     shard,
                     replicas = members.alike,
-                    target,
+                    shards_wanted = target,
                     "handing a shard over to rebalance"
                 );
                 lead.release().await;
@@ -405,7 +405,7 @@ impl ShardElector {
                             lease = self.lease_name(shard).as_str(),
                             epoch = lead.epoch(),
                             replicas = members.alike,
-                            target,
+                            shards_wanted = target,
                             "took a shard"
                         );
                         held.insert(shard, lead);

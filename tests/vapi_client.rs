@@ -244,7 +244,7 @@ async fn list_sends_limit_1000_and_pages_through_shared_timestamps() {
             .create_out_of_band("org-1", json!({"name": format!("a{n}")}));
     }
     s.sim.reset_counters();
-    let all = s.client.list_all(&s.key).await.unwrap();
+    let all = s.client.list_all(&s.key).await.unwrap().items;
     let ids: std::collections::HashSet<_> = all
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_owned())

@@ -33,7 +33,7 @@ use crate::resilience::{
     Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
     clamp_retry_after,
 };
-use crate::vapi::{VapiClient, VapiError, list_all_pages};
+use crate::vapi::{Listing, VapiClient, VapiError, list_all_pages};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
@@ -253,8 +253,8 @@ impl Lane {
         })
     }
 
-    /// Every assistant (the listing is also the quarantine probe).
-    pub async fn list_all(&self, stop: &CancellationToken) -> Result<Vec<Value>, CallError> {
+    /// Every assistant, readable or not (the listing is also the quarantine probe).
+    pub async fn list_all(&self, stop: &CancellationToken) -> Result<Listing, CallError> {
         self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
             self.call(Kind::Read, true, stop, || {
@@ -262,8 +262,8 @@ impl Lane {
             })
             .await
             .map(|v| match v {
-                Listed::Page(items) => items,
-                Listed::Value(_) => Vec::new(),
+                Listed::Page(page) => page,
+                Listed::Value(_) => Listing::default(),
             })
         })
         .await?;
@@ -325,7 +325,7 @@ impl Lane {
         .await
         .map(|l| match l {
             Listed::Value(v) => v,
-            Listed::Page(items) => Value::Array(items),
+            Listed::Page(page) => Value::Array(page.items),
         })
     }
 
@@ -422,7 +422,7 @@ impl Lane {
         };
         let mut st = self.state();
         if st.rejected.is_none() {
-            tracing::error!(fingerprint = self.fingerprint(), scope = %self.scope, status, message, "Vapi rejected the key: quarantined; its writes stop until the key changes");
+            tracing::error!(fingerprint = self.fingerprint(), scope = %self.scope, status, vapi_message = message, "Vapi rejected the key: quarantined; its writes stop until the key changes");
         }
         st.rejected = Some(Rejection {
             status,
@@ -435,7 +435,7 @@ impl Lane {
 /// A call's answer: one value, or one page of a listing.
 enum Listed {
     Value(Value),
-    Page(Vec<Value>),
+    Page(Listing),
 }
 
 impl From<Value> for Listed {
@@ -444,8 +444,8 @@ impl From<Value> for Listed {
     }
 }
 
-impl From<Vec<Value>> for Listed {
-    fn from(v: Vec<Value>) -> Self {
+impl From<Listing> for Listed {
+    fn from(v: Listing) -> Self {
         Self::Page(v)
     }
 }

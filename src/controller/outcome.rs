@@ -91,7 +91,8 @@ impl Reason {
 
     pub fn of(err: &VapiError) -> Self {
         match err {
-            VapiError::BadRequest { .. } => Self::VapiRejected,
+            // Both wait for the spec to change: sending the same body again cannot succeed.
+            VapiError::BadRequest { .. } | VapiError::PayloadTooLarge { .. } => Self::VapiRejected,
             VapiError::Unauthorized { .. } | VapiError::Forbidden { .. } => {
                 Self::CredentialsRejected
             }

@@ -23,6 +23,7 @@ use super::outcome::{self, Done, Outcome, Reason};
 use super::pass::{PassContext, PassError, PassReport, Scope};
 use crate::reconcile::{self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput};
 use crate::store::{RecordedStatus, SyncState};
+use crate::vapi::Unreadable;
 
 /// What a pass found before acting: the plan over every key's listing, and the outcomes that
 /// need no Vapi write (agents whose key is unusable or whose listing failed).
@@ -124,13 +125,18 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         let listed = if full {
             list(&lane, ctx.cancel).await
         } else {
-            Ok(agents
-                .iter()
-                .filter_map(reconcile::assume_applied)
-                .collect())
+            Ok((
+                agents
+                    .iter()
+                    .filter_map(reconcile::assume_applied)
+                    .collect(),
+                Vec::new(),
+            ))
         };
-        let assistants = match listed {
-            Ok(assistants) => assistants,
+        let (assistants, agents) = match listed {
+            Ok((assistants, unreadable)) => {
+                (assistants, hold_unreadable(agents, &unreadable, &mut early))
+            }
             // Stopping: nothing was learned, so nothing is recorded for these agents.
             Err(CallError::Stopped) => continue,
             Err(err) => {
@@ -227,8 +233,13 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     })
 }
 
-/// Lists with one lane; a quarantined key is probed at most once per probe interval.
-async fn list(lane: &Lane, stop: &CancellationToken) -> Result<Vec<ActualAssistant>, CallError> {
+/// Lists with one lane; a quarantined key is probed at most once per probe interval. Items the
+/// controller cannot read come back apart, with their id and whatever top-level fields could be
+/// read, so one hostile assistant fails only its own agent.
+async fn list(
+    lane: &Lane,
+    stop: &CancellationToken,
+) -> Result<(Vec<ActualAssistant>, Vec<Unreadable>), CallError> {
     if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
         return Err(CallError::Quarantined {
             fingerprint: lane.fingerprint().to_owned(),
@@ -236,10 +247,50 @@ async fn list(lane: &Lane, stop: &CancellationToken) -> Result<Vec<ActualAssista
             message: r.message,
         });
     }
-    Ok(lane
-        .list_all(stop)
-        .await?
+    let listing = lane.list_all(stop).await?;
+    let assistants = listing
+        .items
         .into_iter()
         .filter_map(ActualAssistant::from_value)
-        .collect())
+        .collect();
+    Ok((assistants, listing.unreadable))
+}
+
+/// An agent whose assistant is listed but cannot be read (its marker or its status names it) is
+/// failed, not planned: planned without it, it would get a second assistant.
+fn hold_unreadable(
+    agents: Vec<DesiredAgent>,
+    unreadable: &[Unreadable],
+    early: &mut Vec<Done>,
+) -> Vec<DesiredAgent> {
+    if unreadable.is_empty() {
+        return agents;
+    }
+    let owner = |u: &Unreadable| {
+        let shell = ActualAssistant {
+            id: u.id.clone().unwrap_or_default(),
+            created_at: String::new(),
+            body: u.fields.clone(),
+        };
+        shell.managed_agent()
+    };
+    let owners: Vec<_> = unreadable.iter().map(|u| (u, owner(u))).collect();
+    let mut rest = Vec::with_capacity(agents.len());
+    for a in agents {
+        let holder = owners.iter().find(|(u, owner)| {
+            *owner == Some(a.id) || (u.id.is_some() && u.id == a.recorded_assistant_id)
+        });
+        let Some((u, _)) = holder else {
+            rest.push(a);
+            continue;
+        };
+        early.push(Done::status(Outcome::failed(
+            a.id,
+            a.generation,
+            Reason::VapiBadResponse,
+            format!("Vapi lists this agent's {u}. Nothing was sent (a create would duplicate it); fix or delete that assistant in Vapi, or fix the spec if it caused it."),
+            false,
+        )));
+    }
+    rest
 }

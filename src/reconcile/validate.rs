@@ -21,6 +21,9 @@
 
 use serde_json::{Map, Value};
 
+mod limits;
+pub use limits::{SPEC_MAX_BYTES, SPEC_MAX_DEPTH, parse_spec};
+
 use super::{SERVER_FIELDS, json_type};
 use crate::vapi::schema::{
     ASSISTANT_PROPERTIES, AZURE_PRESETS, CLIENT_MESSAGES, DEFAULT_VAPI_VOICES, FIRST_MESSAGE_MODES,
@@ -84,10 +87,39 @@ const PLAN_NUMBERS: &[(&str, &str, f64, f64)] = &[
 /// How many offending items of one array are reported one by one.
 const ITEMS_SHOWN: usize = 3;
 
+/// The problems a pass reports for an agent with this name and this stored spec text (read as
+/// `load_agents` reads it, then normalized and validated as `desired_body` does), or `None` when
+/// the spec would be sent: everything that runs before Vapi, for the bad-input corpus and the
+/// fuzz run.
+pub fn stored_spec_problems(
+    name: &str,
+    text: &str,
+    voices: &super::VoiceRules,
+) -> Option<Vec<String>> {
+    let agent = super::DesiredAgent {
+        id: uuid::Uuid::nil(),
+        org_id: uuid::Uuid::nil(),
+        name: name.to_owned(),
+        spec: parse_spec(text),
+        generation: 1,
+        mode: super::Mode::Enforce,
+        deleted: false,
+        recorded_assistant_id: None,
+        last_applied: None,
+        intent: None,
+        voice_fallback: false,
+    };
+    super::desired_body(&agent, voices).err()
+}
+
 /// Every problem with a spec, each naming the field path and the offending value (values shown
-/// truncated to about 60 characters). `name` is the agent's name (`agents.name`).
+/// truncated to about 60 characters). `name` is the agent's name (`agents.name`). A spec deeper
+/// than [`SPEC_MAX_DEPTH`] or larger than [`SPEC_MAX_BYTES`] gets only that problem.
 pub fn validate_spec(spec: &Map<String, Value>, name: &str) -> Vec<String> {
-    let mut p = Vec::new();
+    let mut p = limits::check_limits(spec);
+    if !p.is_empty() {
+        return p;
+    }
     let len = js_length(name);
     if len > NAME_MAX {
         p.push(format!(
@@ -102,7 +134,10 @@ pub fn validate_spec(spec: &Map<String, Value>, name: &str) -> Vec<String> {
         }
         match REMOVED_FIELDS.iter().find(|(k, _)| *k == key) {
             Some((_, hint)) => p.push(format!("spec.{key} was removed from Vapi's API: {hint}")),
-            None => p.push(format!("spec.{key} is not a Vapi assistant field")),
+            None => p.push(format!(
+                "{} is not a Vapi assistant field",
+                limits::field_path(key)
+            )),
         }
     }
     for &field in ASSISTANT_PROPERTIES {

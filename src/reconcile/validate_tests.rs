@@ -723,7 +723,8 @@ fn nested(depth: usize) -> Value {
 
 #[test]
 fn malformed_shapes_give_messages() {
-    let deep = nested(300);
+    // As deep as the limit allows where it sits (`spec.model[…]` adds two levels).
+    let deep = nested(28);
     let mut bad_messages = vec![json!("end-of-call-report")];
     bad_messages.extend((0..10_000).map(|i| json!(format!("nope-{i}"))));
     run(vec![
@@ -776,8 +777,15 @@ fn malformed_shapes_give_messages() {
             vec![],
         ),
         (
+            "nesting beyond the limit, even where anything goes",
+            json!({"analysisPlan": {"x": nested(300)}, "voice": []}),
+            one(
+                "spec.analysisPlan nests 302 levels deep (the spec itself is level 1); the limit is 32",
+            ),
+        ),
+        (
             "very long string where a boolean belongs",
-            json!({"modelOutputInMessagesEnabled": "x".repeat(1_000_000)}),
+            json!({"modelOutputInMessagesEnabled": "x".repeat(200_000)}),
             one(&format!(
                 "spec.modelOutputInMessagesEnabled must be a boolean, found a string: \"{}…",
                 "x".repeat(59)

@@ -179,7 +179,7 @@ impl AgentRow {
             id: self.id,
             org_id: self.org_id,
             name: self.name,
-            spec: serde_json::from_str(&self.spec).map_err(|e| e.to_string()),
+            spec: crate::reconcile::validate::parse_spec(&self.spec),
             generation: self.generation,
             // The column's check constraint admits only known modes.
             mode: Mode::parse(&self.management_mode).unwrap_or_default(),

@@ -19,6 +19,10 @@ pub enum VapiError {
     NotFound,
     #[error("Vapi refused with a conflict (409 {error}): {message}")]
     Conflict { error: String, message: String },
+    /// 413: the body is larger than Vapi accepts. Nothing was applied, and sending it again
+    /// cannot succeed: neither retryable nor outcome-unknown.
+    #[error("Vapi refused the request as too large (413): {message}")]
+    PayloadTooLarge { message: String },
     #[error("Vapi rate limit exceeded (429){}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     RateLimited { retry_after: Option<Duration> },
     #[error("Vapi server error ({status}): {message}")]
@@ -42,6 +46,7 @@ impl VapiError {
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound => "not_found",
             Self::Conflict { .. } => "conflict",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::Server { .. } => "server_error",
             Self::UnexpectedStatus { .. } => "unexpected_status",
@@ -84,6 +89,7 @@ impl VapiError {
                     .unwrap_or_else(|| "conflict".to_owned()),
                 message,
             },
+            413 => Self::PayloadTooLarge { message },
             429 => Self::RateLimited { retry_after },
             s @ 500..=599 => Self::Server { status: s, message },
             s => Self::UnexpectedStatus { status: s, message },
@@ -103,7 +109,7 @@ fn messages_of(body: &Value) -> Vec<String> {
     }
 }
 
-fn snippet(body: &[u8]) -> String {
+pub(super) fn snippet(body: &[u8]) -> String {
     const MAX: usize = 300;
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -170,6 +176,12 @@ mod tests {
                 "Vapi refused with a conflict (409 assistant_pinned): pinned",
             ),
             (
+                413,
+                r#"{"message":"request entity too large","statusCode":413}"#,
+                "payload_too_large",
+                "Vapi refused the request as too large (413): request entity too large",
+            ),
+            (
                 502,
                 "<html>bad gateway</html>",
                 "server_error",
@@ -189,6 +201,9 @@ mod tests {
                 body.as_bytes(),
             );
             assert_eq!(err.kind(), *kind, "{status}");
+            if *status == 413 {
+                assert!(!err.outcome_unknown(), "a refused body created nothing");
+            }
             assert_eq!(err.to_string(), *display, "{status}");
         }
     }

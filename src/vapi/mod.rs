@@ -8,6 +8,7 @@
 //! simulator and the reconcile core.
 
 mod error;
+mod listing;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -17,6 +18,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 pub use error::VapiError;
+pub(crate) use listing::top_level_fields;
+pub use listing::{Listing, Unreadable};
 
 use crate::credentials::ApiKey;
 
@@ -99,30 +102,33 @@ impl VapiClient {
     }
 
     /// One page: up to [`PAGE_LIMIT`] assistants, newest first, created at or before `created_at_le`.
+    /// An item that cannot be read is returned apart ([`Listing::unreadable`]) and counted.
     pub async fn list_page(
         &self,
         key: &ApiKey,
         created_at_le: Option<&str>,
-    ) -> Result<Vec<Value>, VapiError> {
+    ) -> Result<Listing, VapiError> {
         let limit = PAGE_LIMIT.to_string();
         let mut query = vec![("limit", limit.as_str())];
         if let Some(t) = created_at_le {
             query.push(("createdAtLe", t));
         }
-        match self
-            .call(key, Method::GET, "/assistant", &query, None)
-            .await?
-        {
-            Value::Array(items) => Ok(items),
-            other => Err(VapiError::Decode(format!(
-                "GET /assistant should return an array, got {}",
-                snippet_of(&other)
-            ))),
+        let body = self
+            .call_bytes(key, Method::GET, "/assistant", &query, None)
+            .await?;
+        let page = listing::parse_page(body.as_deref().unwrap_or_default())?;
+        if let Some(m) = &self.metrics {
+            m.unreadable_assistants_total
+                .inc_by(page.unreadable.len() as u64);
         }
+        for u in &page.unreadable {
+            tracing::warn!(assistant_id = u.id.as_deref().unwrap_or(""), error = %u.error, "listed assistant cannot be read; it is left alone");
+        }
+        Ok(page)
     }
 
     /// Every assistant the key can see (see [`list_all_pages`]).
-    pub async fn list_all(&self, key: &ApiKey) -> Result<Vec<Value>, VapiError> {
+    pub async fn list_all(&self, key: &ApiKey) -> Result<Listing, VapiError> {
         list_all_pages(|boundary| async move { self.list_page(key, boundary.as_deref()).await })
             .await
     }
@@ -135,6 +141,23 @@ impl VapiClient {
         query: &[(&str, &str)],
         body: Option<&Map<String, Value>>,
     ) -> Result<Value, VapiError> {
+        match self.call_bytes(key, method, path, query, body).await? {
+            None => Ok(Value::Null),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| VapiError::Decode(e.to_string()))
+            }
+        }
+    }
+
+    /// The body of a successful answer (`None` for 204), counted and timed.
+    async fn call_bytes(
+        &self,
+        key: &ApiKey,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Map<String, Value>>,
+    ) -> Result<Option<bytes::Bytes>, VapiError> {
         let started = std::time::Instant::now();
         let method_label = method.as_str().to_owned();
         let mut status = None;
@@ -164,7 +187,7 @@ impl VapiClient {
         query: &[(&str, &str)],
         body: Option<&Map<String, Value>>,
         status_seen: &mut Option<u16>,
-    ) -> Result<Value, VapiError> {
+    ) -> Result<Option<bytes::Bytes>, VapiError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
@@ -188,9 +211,9 @@ impl VapiClient {
             return Err(VapiError::from_response(status, retry_after, &bytes));
         }
         if status == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+            return Ok(None);
         }
-        serde_json::from_slice(&bytes).map_err(|e| VapiError::Decode(e.to_string()))
+        Ok(Some(bytes))
     }
 
     fn transport(&self, e: reqwest::Error) -> VapiError {
@@ -210,37 +233,45 @@ impl VapiClient {
 /// (`createdAtLe`, not `createdAtLt`) because several assistants can share a millisecond and a
 /// strict bound would silently skip those cut off by the previous page; the overlap is removed
 /// by id. A full page that brings nothing new means more than a page shares one timestamp,
-/// which cannot be paged at all, and is reported rather than truncated. The fetcher is a
-/// parameter so a caller can pace or guard each page.
-pub async fn list_all_pages<F, Fut, E>(mut fetch: F) -> Result<Vec<Value>, E>
+/// which cannot be paged at all, and is reported rather than truncated. Unreadable items count
+/// toward a full page and move the boundary when their `createdAt` could be read. The fetcher
+/// is a parameter so a caller can pace or guard each page.
+pub async fn list_all_pages<F, Fut, E>(mut fetch: F) -> Result<Listing, E>
 where
     F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Value>, E>>,
+    Fut: std::future::Future<Output = Result<Listing, E>>,
     E: From<VapiError>,
 {
     let mut seen = HashSet::new();
-    let mut all = Vec::new();
+    let mut all = Listing::default();
     let mut boundary: Option<String> = None;
     loop {
         let page = fetch(boundary.clone()).await?;
-        let full = page.len() >= PAGE_LIMIT;
+        let full = page.items.len() + page.unreadable.len() >= PAGE_LIMIT;
         let mut fresh = 0;
-        for item in page {
-            let (Some(id), Some(created)) = (
-                item.get("id").and_then(Value::as_str),
-                item.get("createdAt").and_then(Value::as_str),
-            ) else {
-                return Err(E::from(VapiError::Decode(format!(
-                    "listed assistant without id or createdAt: {}",
-                    snippet_of(&item)
-                ))));
-            };
-            if boundary.as_deref().is_none_or(|b| created < b) {
-                boundary = Some(created.to_owned());
+        let mut advance = |created: Option<&str>| {
+            if let Some(created) = created {
+                if boundary.as_deref().is_none_or(|b| created < b) {
+                    boundary = Some(created.to_owned());
+                }
             }
+        };
+        for item in page.items {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+            advance(item.get("createdAt").and_then(Value::as_str));
             if seen.insert(id.to_owned()) {
                 fresh += 1;
-                all.push(item);
+                all.items.push(item);
+            }
+        }
+        for u in page.unreadable {
+            advance(u.created_at.as_deref());
+            // Without an id an item cannot be told from its repeat on the next page: its error
+            // stands in, so the same unreadable item is reported once.
+            let key = u.id.clone().unwrap_or_else(|| format!("\0{}", u.error));
+            if seen.insert(key) {
+                fresh += 1;
+                all.unreadable.push(u);
             }
         }
         if !full {
@@ -265,12 +296,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn snippet_of(v: &Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
 }

@@ -305,3 +305,38 @@ pub fn fault(
         count,
     }
 }
+
+/// The HTTP server with the `/v1` API (admin token `token`) under `limits`, as `run` wires it,
+/// for a controller that does not loop and a Vapi that is unreachable.
+pub async fn serve_api(
+    pool: &PgPool,
+    token: &str,
+    limits: vapi_reconciler::http::Limits,
+) -> (std::net::SocketAddr, CancellationToken) {
+    use vapi_reconciler::api::{AdminToken, Api};
+    let vapi = client("http://127.0.0.1:9");
+    let key = ApiKey::new("a-test-key").unwrap();
+    let controller = std::sync::Arc::new(self::controller(pool, &vapi, &key, settings()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let state = vapi_reconciler::http::HttpState {
+        pool: pool.clone(),
+        loop_status: controller.subscribe(),
+        platform_key: PlatformKey::fixed(key),
+        metrics: vapi_reconciler::metrics::Metrics::new("vapi-reconciler").unwrap(),
+        api: Some(Api {
+            controller,
+            store: Store::new(pool.clone()),
+            token: AdminToken::new(token),
+            wait_timeout: Duration::from_secs(1),
+        }),
+    };
+    tokio::spawn(vapi_reconciler::http::serve_with(
+        listener,
+        state,
+        limits,
+        cancel.clone(),
+    ));
+    (addr, cancel)
+}
