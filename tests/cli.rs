@@ -409,3 +409,59 @@ async fn plan_exits_0_when_nothing_to_do_2_when_changes_pend_1_on_error(pool: Pg
     let out = plan("http://127.0.0.1:9".to_owned(), &[]).await;
     assert_eq!(out.status.code(), Some(1), "unreachable Vapi is an error");
 }
+
+#[sqlx::test]
+async fn sigterm_ends_a_retry_after_wait_at_once(pool: PgPool) {
+    let url = url_of(&pool);
+    let sim = Simulator::new();
+    let key = uuid::Uuid::new_v4().to_string();
+    sim.add_key(&key, "org-1");
+    // Vapi asks for a minute's patience on every request, and the controller is allowed to wait
+    // up to ten: only shutdown can end the wait early.
+    sim.inject(vapi_reconciler::simulator::Fault {
+        retry_after: Some("60".into()),
+        ..common::fault(
+            None,
+            None,
+            vapi_reconciler::simulator::FaultMode::Respond,
+            Some(429),
+            None,
+        )
+    });
+    let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let org = common::org(&pool, "Harbor").await;
+    common::agent(&pool, org, "front-desk", common::spec(1)).await;
+    let mut child = command(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--vapi-retry-after-max",
+            "10m",
+        ],
+        &url,
+        &running.base_url(),
+        &key,
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    read_until(&mut lines, "Vapi rate limit", &mut log).await;
+    signal(&child, "-TERM").await;
+    // The bound documented for shutdown; before, this wait outlived SIGTERM by the full minute.
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await;
+    let status = exited.unwrap_or_else(|_| panic!("still running 20 s after SIGTERM: {log:#?}"));
+    assert!(status.success(), "{status:?}\n{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("controller stopped")),
+        "{log:#?}"
+    );
+}

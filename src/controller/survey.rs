@@ -7,8 +7,8 @@
 //!
 //! A focused pass ([`Scope::Agents`]) stands in for the listing with what each named agent's
 //! status records as applied ([`reconcile::assume_applied`]). That stand-in is an assumption, so
-//! a decision it calls "in sync" is handed to a full pass rather than recorded: only a listing
-//! or the answer to a write may say `synced`.
+//! a decision it calls "in sync" is checked with one GET of that assistant and planned again
+//! against the answer: only a listing, a GET or the answer to a write may say `synced`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -179,12 +179,54 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         });
         if !full {
             // Planned against what was last applied, not against Vapi: "in sync" here is an
-            // assumption, never a status. Only a write's answer, or a full pass's listing,
-            // may say so.
-            let planned = part.decisions.len();
-            part.decisions
-                .retain(|d| !matches!(d.action, Action::InSync { .. }));
-            report.left_to_full_pass += planned - part.decisions.len();
+            // assumption, never a status. Such agents are looked at (one GET each, never a
+            // listing) and planned again against what Vapi answered; one that cannot be read
+            // so is left to a full pass.
+            let (assumed, mut decided): (Vec<_>, Vec<_>) = std::mem::take(&mut part.decisions)
+                .into_iter()
+                .partition(|d| matches!(d.action, Action::InSync { .. }));
+            let mut observed = Vec::with_capacity(assumed.len());
+            for d in &assumed {
+                let Action::InSync { assistant_id, .. } = &d.action else {
+                    continue;
+                };
+                match lane.get(assistant_id, ctx.cancel).await {
+                    Ok(found) => match ActualAssistant::from_value(found) {
+                        Some(a) => observed.push(a),
+                        None => report.left_to_full_pass += 1,
+                    },
+                    Err(_) => report.left_to_full_pass += 1,
+                }
+            }
+            if !observed.is_empty() {
+                let seen: HashSet<Uuid> = assumed
+                    .iter()
+                    .filter(|d| {
+                        observed.iter().any(|a| {
+                            matches!(&d.action, Action::InSync { assistant_id, .. } if *assistant_id == a.id)
+                        })
+                    })
+                    .map(|d| d.agent_id)
+                    .collect();
+                let again: Vec<DesiredAgent> = agents
+                    .iter()
+                    .filter(|a| seen.contains(&a.id))
+                    .cloned()
+                    .collect();
+                decided.extend(
+                    reconcile::plan(&PlanInput {
+                        agents: &again,
+                        assistants: &observed,
+                        known_agents: &known,
+                        orphans_seen: &orphans_seen,
+                        shards: ctx.owner.shards(),
+                        now,
+                        settings: &ctx.settings.plan,
+                    })
+                    .decisions,
+                );
+            }
+            part.decisions = decided;
         }
         decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
         stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
