@@ -232,8 +232,20 @@ impl<'a> Journal<'a> {
         Ok(Begun::of(id, row))
     }
 
-    /// Completes a begun write with what came of its request.
-    fn finish(&mut self, begun: Begun, result: &Result<Value, CallError>, answered: Option<&str>) {
+    /// Completes a begun write with what came of its request: the assistant id of the answer,
+    /// else `assistant_id`, else the one the row began with.
+    fn finish(
+        &mut self,
+        begun: Begun,
+        result: &Result<Value, CallError>,
+        assistant_id: Option<&str>,
+    ) {
+        let answered = result
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+            .or(assistant_id);
         let (outcome, why) = match result {
             Err(e) if e.local() => {
                 // Never reached Vapi: not a write.
@@ -243,9 +255,11 @@ impl<'a> Journal<'a> {
             Ok(_) => (JournalOutcome::Ok, begun.why),
             Err(e) => (
                 journal_outcome(e),
-                format!("{}; {}", begun.why, error_why(e)),
+                bounded(&format!("{}; {}", begun.why, error_why(e)), MESSAGE_MAX),
             ),
         };
+        // A completion updates the row `begin` wrote: only the outcome, the finish, the
+        // assistant and the reason are written; the row keeps its lease, epoch and holder.
         self.entries.push(JournalEntry {
             id: Some(begun.id),
             started_at: begun.started,
@@ -313,13 +327,7 @@ where
     }
     let begun = journal.begin(action, assistant_id, None, why).await?;
     let result = send().await;
-    let answered = result
-        .as_ref()
-        .ok()
-        .and_then(|v| v.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    journal.finish(begun, &result, answered.as_deref().or(assistant_id));
+    journal.finish(begun, &result, assistant_id);
     Ok(result)
 }
 
@@ -725,13 +733,7 @@ async fn send(
     let result = match begun {
         Some(begun) => {
             let result = call().await;
-            let answered = result
-                .as_ref()
-                .ok()
-                .and_then(|v| v.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            journal.finish(begun, &result, answered.as_deref());
+            journal.finish(begun, &result, None);
             result
         }
         None => write(journal, lane, action, assistant_id, why, call)
@@ -877,7 +879,10 @@ pub(crate) async fn stray(ctx: &PassContext<'_>, s: &Stray, lane: &Lane) -> Stra
         }
         Err(e) => {
             tracing::warn!(assistant_id = %s.assistant_id, kind = e.kind(), error = %e, "could not delete an orphaned assistant");
-            (journal_outcome(e), format!("{}; {}", row.why, error_why(e)))
+            (
+                journal_outcome(e),
+                bounded(&format!("{}; {}", row.why, error_why(e)), MESSAGE_MAX),
+            )
         }
     };
     out.deleted = result.is_ok();
