@@ -33,15 +33,15 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use uuid::Uuid;
-use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
+use vapi_reconciler::app;
+use vapi_reconciler::controller::Controller;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
-use vapi_reconciler::reconcile::guard::GuardSettings;
 use vapi_reconciler::reconcile::shard::shard_of;
-use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
-use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
+use vapi_reconciler::resilience::{Backoff, Rate};
+use vapi_reconciler::settings::Settings;
 use vapi_reconciler::simulator::{RateLimit, Simulator};
-use vapi_reconciler::store::{MIGRATOR, Store};
+use vapi_reconciler::store::MIGRATOR;
 use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 
 #[derive(Parser, Debug, Clone)]
@@ -289,21 +289,31 @@ struct Env {
     org: Uuid,
 }
 
-fn settings(concurrency: usize) -> PassSettings {
-    PassSettings {
-        concurrency,
-        dry_run: false,
-        plan: PlanSettings {
-            create_grace: chrono::TimeDelta::minutes(2),
-            orphan_grace: chrono::TimeDelta::zero(),
-            orphan_policy: OrphanPolicy::Delete,
-            voices: VoiceRules::default(),
-        },
-        guard: GuardSettings {
-            max_share: 0.1,
-            min_count: 50,
-        },
-    }
+/// The production defaults (`Settings::default()`) with tests/common's changes: orphans go at
+/// once, no agent back-off, fast retries, a breaker that never opens, and the given rates.
+fn bench_settings(concurrency: usize, read: Rate, write: Rate) -> Settings {
+    let mut s = Settings {
+        leader: leader_config(),
+        ..Settings::default()
+    };
+    s.pass.concurrency = concurrency;
+    s.pass.plan.orphan_grace = chrono::TimeDelta::zero();
+    s.controller.jitter = 0.0;
+    let lanes = &mut s.controller.lanes;
+    lanes.breaker.failure_threshold = 1_000_000;
+    lanes.read_rate = read;
+    lanes.write_rate = write;
+    lanes.retries = 2;
+    lanes.retry_backoff.base = Duration::from_millis(10);
+    lanes.retry_backoff.max = Duration::from_millis(100);
+    lanes.retry_after_min = Duration::from_millis(10);
+    lanes.retry_after_max = Duration::from_secs(5);
+    s.controller.agent_backoff = Backoff {
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+        jitter: 0.0,
+    };
+    s
 }
 
 fn leader_config() -> LeaderConfig {
@@ -319,42 +329,6 @@ fn leader_config() -> LeaderConfig {
 
 fn rate(per_second: f64, burst: u32) -> Rate {
     Rate { per_second, burst }
-}
-
-/// tests/common's lanes, with the given rates.
-fn lanes(read: Rate, write: Rate) -> LaneConfig {
-    LaneConfig {
-        breaker: BreakerConfig {
-            failure_threshold: 1_000_000,
-            ..BreakerConfig::default()
-        },
-        read_rate: read,
-        write_rate: write,
-        retries: 2,
-        retry_backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            jitter: 0.2,
-        },
-        retry_after_min: Duration::from_millis(10),
-        retry_after_max: Duration::from_secs(5),
-        probe_interval: Duration::from_secs(30),
-        clock: Clock::new(),
-    }
-}
-
-fn loop_config(lanes: LaneConfig) -> LoopConfig {
-    LoopConfig {
-        resync_interval: Duration::from_secs(300),
-        jitter: 0.0,
-        journal_retention: Duration::from_secs(90 * 24 * 3600),
-        lanes,
-        agent_backoff: Backoff {
-            base: Duration::ZERO,
-            max: Duration::ZERO,
-            jitter: 0.0,
-        },
-    }
 }
 
 impl Env {
@@ -450,14 +424,12 @@ impl Env {
         Ok(usize::try_from(n)?)
     }
 
-    fn controller(&self, config: LoopConfig, concurrency: usize) -> Controller {
-        Controller::new(
-            Store::new(self.pool.clone()),
+    fn controller(&self, settings: &Settings) -> Controller {
+        app::controller(
+            settings,
+            &self.pool,
             self.vapi.clone(),
             PlatformKey::fixed(self.key.clone()),
-            config,
-            settings(concurrency),
-            "bench/controller".to_owned(),
         )
     }
 
@@ -497,10 +469,11 @@ async fn cold(args: &Args) -> anyhow::Result<Vec<Row>> {
     let env = Env::new(&args.database_url).await?;
     env.insert_agents(n).await?;
     env.sim.sim.set_latency(latency);
-    let controller = env.controller(
-        loop_config(lanes(rate(100_000.0, 100_000), rate(100_000.0, 100_000))),
+    let controller = env.controller(&bench_settings(
         c,
-    );
+        rate(100_000.0, 100_000),
+        rate(100_000.0, 100_000),
+    ));
     let lead = env.lead().await?;
     let t0 = Instant::now();
     let report = controller.pass(&lead, &CancellationToken::new()).await?;
@@ -540,10 +513,11 @@ async fn ratelimited(args: &Args) -> anyhow::Result<Vec<Row>> {
     // The client spends at 95 % of the server's rate; its own burst stays under the server's
     // (minus one token for the listing), so it never outruns the server's bucket.
     let write_burst = (args.burst / 2).max(1);
-    let controller = env.controller(
-        loop_config(lanes(rate(2.0, 2), rate(r * 0.95, write_burst))),
+    let controller = env.controller(&bench_settings(
         args.concurrency,
-    );
+        rate(2.0, 2),
+        rate(r * 0.95, write_burst),
+    ));
     let lead = env.lead().await?;
     let t0 = Instant::now();
     let report = controller.pass(&lead, &CancellationToken::new()).await?;
@@ -585,10 +559,11 @@ async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
     env.insert_agents(n).await?;
     // Setup: one cold pass with no latency brings every agent in sync.
     env.sim.sim.set_latency(Duration::ZERO);
-    let controller = env.controller(
-        loop_config(lanes(rate(100_000.0, 100_000), rate(100_000.0, 100_000))),
+    let controller = env.controller(&bench_settings(
         args.concurrency.max(64),
-    );
+        rate(100_000.0, 100_000),
+        rate(100_000.0, 100_000),
+    ));
     let lead = env.lead().await?;
     let cancel = CancellationToken::new();
     let t_setup = Instant::now();
@@ -684,13 +659,14 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
     let env = Env::new(&args.database_url).await?;
     env.insert_agents(n).await?;
     env.sim.sim.set_latency(latency);
-    let controller = Arc::new(env.controller(
-        loop_config(lanes(rate(10_000.0, 10_000), rate(10_000.0, 10_000))),
+    let settings = bench_settings(
         args.concurrency,
-    ));
+        rate(10_000.0, 10_000),
+        rate(10_000.0, 10_000),
+    );
+    let controller = Arc::new(env.controller(&settings));
     let cancel = CancellationToken::new();
-    let elector =
-        vapi_reconciler::sharding::ShardElector::new(env.options.clone(), leader_config(), 1);
+    let elector = app::elector(&settings, &env.pool);
     let mut status = controller.subscribe();
     let run = tokio::spawn({
         let controller = controller.clone();

@@ -27,16 +27,15 @@ use sqlx::{Connection, Executor, PgConnection};
 use tower::ServiceExt;
 use uuid::Uuid;
 use vapi_reconciler::api::{AdminToken, Api};
-use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassSettings};
+use vapi_reconciler::app;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::http::{self, HttpState};
 use vapi_reconciler::metrics::Metrics;
-use vapi_reconciler::reconcile::guard::GuardSettings;
 use vapi_reconciler::reconcile::validate::stored_spec_problems;
-use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
-use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
+use vapi_reconciler::reconcile::{OrphanPolicy, VoiceRules};
+use vapi_reconciler::settings::Settings;
 use vapi_reconciler::store::{MIGRATOR, Store};
-use vapi_reconciler::vapi::{ClientConfig, VapiClient};
+use vapi_reconciler::vapi::ClientConfig;
 
 #[derive(Parser)]
 struct Args {
@@ -297,67 +296,30 @@ async fn fuzz_http(rng: &mut StdRng, n: usize) -> anyhow::Result<BTreeMap<String
         .await?;
     MIGRATOR.run(&pool).await?;
 
-    let vapi = VapiClient::new(&ClientConfig {
-        base_url: "http://127.0.0.1:9".to_owned(),
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-    })?;
+    // A dry-run controller on an address nothing listens on: the API is what is fuzzed.
+    let mut settings = Settings {
+        vapi: ClientConfig {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        },
+        ..Settings::default()
+    };
+    settings.leader.holder = "fuzz".to_owned();
+    settings.controller.jitter = 0.0;
+    settings.controller.lanes.retries = 0;
+    settings.pass.concurrency = 1;
+    settings.pass.dry_run = true;
+    settings.pass.plan.orphan_policy = OrphanPolicy::Keep;
     let key = ApiKey::new(PLATFORM_KEY).expect("key");
-    let config = LoopConfig {
-        resync_interval: Duration::from_secs(300),
-        jitter: 0.0,
-        journal_retention: Duration::from_secs(90 * 24 * 3600),
-        lanes: LaneConfig {
-            breaker: BreakerConfig::default(),
-            read_rate: Rate {
-                per_second: 100.0,
-                burst: 100,
-            },
-            write_rate: Rate {
-                per_second: 100.0,
-                burst: 100,
-            },
-            retries: 0,
-            retry_backoff: Backoff {
-                base: Duration::from_millis(10),
-                max: Duration::from_millis(10),
-                jitter: 0.0,
-            },
-            retry_after_min: Duration::from_secs(1),
-            retry_after_max: Duration::from_secs(1),
-            probe_interval: Duration::from_secs(30),
-            clock: Clock::new(),
-        },
-        agent_backoff: Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(1),
-            jitter: 0.0,
-        },
-    };
-    let settings = PassSettings {
-        concurrency: 1,
-        dry_run: true,
-        plan: PlanSettings {
-            create_grace: chrono::TimeDelta::minutes(2),
-            orphan_grace: chrono::TimeDelta::minutes(15),
-            orphan_policy: OrphanPolicy::Keep,
-            voices: VoiceRules::default(),
-        },
-        guard: GuardSettings {
-            max_share: 0.1,
-            min_count: 50,
-        },
-    };
     let platform = PlatformKey::fixed(key);
-    let controller = Arc::new(Controller::new(
-        Store::new(pool.clone()),
-        vapi,
+    let controller = Arc::new(app::controller(
+        &settings,
+        &pool,
+        app::vapi_client(&settings)?,
         platform.clone(),
-        config,
-        settings,
-        "fuzz".to_owned(),
     ));
-    let app = http::router(HttpState {
+    let router = http::router(HttpState {
         pool: pool.clone(),
         loop_status: controller.subscribe(),
         platform_key: platform,
@@ -376,7 +338,7 @@ async fn fuzz_http(rng: &mut StdRng, n: usize) -> anyhow::Result<BTreeMap<String
             continue;
         };
         *c.entry("tried".into()).or_default() += 1;
-        let answered = tokio::spawn(app.clone().oneshot(req)).await;
+        let answered = tokio::spawn(router.clone().oneshot(req)).await;
         let answer = match answered {
             Err(e) if e.is_panic() => {
                 *c.entry("panics".into()).or_default() += 1;

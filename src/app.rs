@@ -1,4 +1,9 @@
 //! The one place that names concrete types and wires them together.
+//!
+//! A command line becomes a [`Settings`] (`settings`), and a `Settings` becomes a controller
+//! (`controller`), its Vapi client (`vapi_client`) and its elector (`elector`). The demo, the
+//! tests and the bench fill in a `Settings` of their own and call the same functions, so what
+//! they run is what `run` runs.
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -13,17 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AdminToken;
 use crate::config::{
-    BreakerArgs, BreakerCommand, ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand, LeaderArgs,
-    OrphanPolicyArg, PassArgs, PlanArgs, ReconcileArgs, ResilienceArgs, RunArgs, VapiArgs,
+    BreakerArgs, BreakerCommand, ControllerArgs, DatabaseArgs, GuardArgs, GuardCommand,
+    OrphanPolicyArg, PlanArgs, ReconcileArgs, RunArgs, VapiArgs,
 };
-use crate::controller::{Controller, LaneConfig, LoopConfig, PassSettings, PlanFilter, PlanView};
+use crate::controller::{Controller, PassSettings, PlanFilter, PlanView};
 use crate::credentials::PlatformKey;
 use crate::http::{self, HttpState};
-use crate::leader::{Elector, LeaderConfig};
+use crate::leader::Elector;
 use crate::metrics::Metrics;
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
-use crate::resilience::{Backoff, BreakerConfig, Rate};
+use crate::resilience::{BreakerConfig, Rate};
+use crate::settings::{DatabaseSettings, Settings, delta};
 use crate::sharding::ShardElector;
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
@@ -32,19 +38,16 @@ use crate::vapi::{ClientConfig, VapiClient};
 mod org_keys;
 pub use org_keys::{keyring, org_key};
 
-/// Jitter on the resync interval, as a fraction of it.
-const RESYNC_JITTER: f64 = 0.1;
-
 pub async fn connect(url: &SecretString) -> anyhow::Result<PgPool> {
-    Ok(connect_with_options(url).await?.0)
+    Ok(connect_with(url, &DatabaseSettings::default()).await?.0)
 }
 
-/// How long the first connection at start may take: a start against an unreachable database
-/// fails within this (and within the 5 s a start may take), naming the cause.
-const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// The pool, and the options it was built from (for the leader's dedicated connection).
-async fn connect_with_options(url: &SecretString) -> anyhow::Result<(PgPool, PgConnectOptions)> {
+/// The pool, and the options it was built from (for the leader's dedicated connections).
+/// Checks the database with one direct connection first, within the start's time budget.
+pub async fn connect_with(
+    url: &SecretString,
+    settings: &DatabaseSettings,
+) -> anyhow::Result<(PgPool, PgConnectOptions)> {
     // The URL may hold a password: errors name the variable, the host and the user, never it.
     let options = PgConnectOptions::from_str(url.expose_secret()).map_err(|e| {
         anyhow::anyhow!(
@@ -62,14 +65,14 @@ async fn connect_with_options(url: &SecretString) -> anyhow::Result<(PgPool, PgC
         options.get_username()
     );
     match tokio::time::timeout(
-        DATABASE_CONNECT_TIMEOUT,
+        settings.connect_timeout,
         PgConnection::connect_with(&options),
     )
     .await
     {
         Err(_) => bail!(
             "DATABASE_URL / --database-url: no answer from {target} within {}",
-            humantime::format_duration(DATABASE_CONNECT_TIMEOUT)
+            humantime::format_duration(settings.connect_timeout)
         ),
         Ok(Err(e)) => bail!(
             "DATABASE_URL / --database-url: {} at {target}",
@@ -80,8 +83,8 @@ async fn connect_with_options(url: &SecretString) -> anyhow::Result<(PgPool, PgC
         }
     }
     let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         .connect_lazy_with(options.clone());
     Ok((pool, options))
 }
@@ -135,116 +138,129 @@ fn platform_key(args: &VapiArgs) -> anyhow::Result<PlatformKey> {
     )?)
 }
 
-/// Pacing, retries, breaker and back-off, from their flags.
-fn resilience(args: &ResilienceArgs) -> (LaneConfig, Backoff) {
-    let ResilienceArgs {
-        key_reload_interval: _,
-        vapi_read_rate,
-        vapi_read_burst,
-        vapi_write_rate,
-        vapi_write_burst,
-        vapi_retries,
-        vapi_retry_after_max,
-        breaker_failures,
-        breaker_open_base,
-        breaker_open_max,
-        quarantine_probe_interval,
-        agent_backoff_base,
-        agent_backoff_max,
+/// The settings a command line asks for. `resync` is the loop's schedule (`run`); a one-shot
+/// command keeps the default, which it never waits on.
+pub fn settings(
+    args: &ControllerArgs,
+    resync: Option<(Duration, f64)>,
+) -> anyhow::Result<Settings> {
+    let ControllerArgs {
+        database,
+        vapi,
+        pass,
+        leader,
+        resilience: r,
+        vault: _,
     } = args;
-    let lanes = LaneConfig {
-        breaker: BreakerConfig {
-            failure_threshold: *breaker_failures,
-            open_base: (*breaker_open_base).into(),
-            open_max: (*breaker_open_max).into(),
+    let mut s = Settings {
+        vapi: ClientConfig {
+            base_url: vapi.vapi_base_url.clone(),
+            connect_timeout: vapi.vapi_connect_timeout.into(),
+            request_timeout: vapi.vapi_request_timeout.into(),
         },
-        read_rate: Rate {
-            per_second: *vapi_read_rate,
-            burst: *vapi_read_burst,
-        },
-        write_rate: Rate {
-            per_second: *vapi_write_rate,
-            burst: *vapi_write_burst,
-        },
-        retries: *vapi_retries,
-        retry_backoff: Backoff {
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(10),
-            jitter: 0.2,
-        },
-        retry_after_min: crate::config::RETRY_AFTER_MIN,
-        retry_after_max: (*vapi_retry_after_max).into(),
-        probe_interval: (*quarantine_probe_interval).into(),
-        clock: crate::resilience::Clock::new(),
+        ..Settings::default()
     };
-    let agents = Backoff {
-        base: (*agent_backoff_base).into(),
-        max: (*agent_backoff_max).into(),
-        jitter: 0.2,
+    s.database.max_connections = database.database_max_connections;
+    s.database.acquire_timeout = database.database_acquire_timeout.into();
+    if let Some((interval, jitter)) = resync {
+        s.controller.resync_interval = interval;
+        s.controller.jitter = jitter;
+    }
+    s.controller.journal_retention = pass.journal_retention.into();
+    let lanes = &mut s.controller.lanes;
+    lanes.breaker = BreakerConfig {
+        failure_threshold: r.breaker_failures,
+        open_base: r.breaker_open_base.into(),
+        open_max: r.breaker_open_max.into(),
     };
-    (lanes, agents)
-}
-
-/// This replica's identity: hostname/pid unless given.
-fn holder(args: &LeaderArgs) -> String {
-    args.holder.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "unknown-host".to_owned());
-        format!("{host}/{}", std::process::id())
-    })
-}
-
-fn delta(d: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
-}
-
-/// Typed pass settings (their relations were checked with the whole configuration at start,
-/// `Cli::validate`).
-fn pass_settings(pass: &PassArgs) -> anyhow::Result<PassSettings> {
-    let PassArgs {
-        concurrency,
-        dry_run,
-        create_grace,
-        orphan_policy,
-        orphan_grace,
-        guard_max_share,
-        guard_min_count,
-        voice_rules,
-        journal_retention: _,
-    } = pass;
-    let voices = match voice_rules {
-        None => VoiceRules::default(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "VOICE_RULES_FILE / --voice-rules: cannot read {}",
-                    path.display()
-                )
-            })?;
-            VoiceRules::from_json(&text).map_err(|e| {
-                anyhow::anyhow!("VOICE_RULES_FILE / --voice-rules ({}): {e}", path.display())
-            })?
-        }
+    lanes.read_rate = Rate {
+        per_second: r.vapi_read_rate,
+        burst: r.vapi_read_burst,
     };
-    Ok(PassSettings {
-        concurrency: usize::from(*concurrency),
-        dry_run: *dry_run,
+    lanes.write_rate = Rate {
+        per_second: r.vapi_write_rate,
+        burst: r.vapi_write_burst,
+    };
+    lanes.retries = r.vapi_retries;
+    lanes.retry_backoff.base = r.vapi_retry_backoff_base.into();
+    lanes.retry_backoff.max = r.vapi_retry_backoff_max.into();
+    lanes.retry_after_max = r.vapi_retry_after_max.into();
+    lanes.probe_interval = r.quarantine_probe_interval.into();
+    s.controller.agent_backoff.base = r.agent_backoff_base.into();
+    s.controller.agent_backoff.max = r.agent_backoff_max.into();
+    s.pass = PassSettings {
+        concurrency: usize::from(pass.concurrency),
+        dry_run: pass.dry_run,
         plan: PlanSettings {
-            create_grace: delta((*create_grace).into()),
-            orphan_grace: delta((*orphan_grace).into()),
-            orphan_policy: match orphan_policy {
+            create_grace: delta(pass.create_grace.into()),
+            orphan_grace: delta(pass.orphan_grace.into()),
+            orphan_policy: match pass.orphan_policy {
                 OrphanPolicyArg::Delete => OrphanPolicy::Delete,
                 OrphanPolicyArg::Keep => OrphanPolicy::Keep,
             },
-            voices,
+            voices: voice_rules(pass.voice_rules.as_deref())?,
         },
         guard: GuardSettings {
-            max_share: *guard_max_share,
-            min_count: *guard_min_count,
+            max_share: pass.guard_max_share,
+            min_count: pass.guard_min_count,
         },
-    })
+    };
+    s.leader.name = leader.leader_election_name.clone();
+    if let Some(holder) = &leader.holder {
+        s.leader.holder = holder.clone();
+    }
+    s.leader.lease = leader.leader_lease.into();
+    s.leader.renew_interval = leader.leader_renew_interval.into();
+    s.leader.poll_interval = leader.leader_poll_interval.into();
+    s.shards = leader.shards;
+    s.key_reload_interval = r.key_reload_interval.into();
+    Ok(s)
+}
+
+fn voice_rules(path: Option<&std::path::Path>) -> anyhow::Result<VoiceRules> {
+    let Some(path) = path else {
+        return Ok(VoiceRules::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "VOICE_RULES_FILE / --voice-rules: cannot read {}",
+            path.display()
+        )
+    })?;
+    VoiceRules::from_json(&text)
+        .map_err(|e| anyhow::anyhow!("VOICE_RULES_FILE / --voice-rules ({}): {e}", path.display()))
+}
+
+/// The Vapi client the settings describe.
+pub fn vapi_client(settings: &Settings) -> anyhow::Result<VapiClient> {
+    Ok(VapiClient::new(&settings.vapi)?)
+}
+
+/// A controller from its settings and its parts: the binary, the demo, the tests and the bench
+/// all build theirs here.
+pub fn controller(
+    settings: &Settings,
+    pool: &PgPool,
+    vapi: VapiClient,
+    key: PlatformKey,
+) -> Controller {
+    Controller::new(
+        Store::new(pool.clone()),
+        vapi,
+        key,
+        settings.controller.clone(),
+        settings.pass.clone(),
+        settings.holder().to_owned(),
+    )
+}
+
+/// The shard elector the settings describe, on its own connections to this database.
+pub fn elector(settings: &Settings, pool: &PgPool) -> ShardElector {
+    ShardElector::new(
+        (*pool.connect_options()).clone(),
+        settings.leader.clone(),
+        settings.shards,
+    )
 }
 
 /// Checks the configuration, then the database, then wires a controller and its elector: the
@@ -252,66 +268,28 @@ fn pass_settings(pass: &PassArgs) -> anyhow::Result<PassSettings> {
 async fn build(
     args: &ControllerArgs,
     apply_migrations: bool,
-    resync_interval: Duration,
-) -> anyhow::Result<(PgPool, Controller, ShardElector, Metrics)> {
-    let ControllerArgs {
-        database,
-        vapi,
-        pass,
-        leader,
-        resilience: resilience_args,
-        vault,
-    } = args;
-    let key = platform_key(vapi)?;
-    let keyring = keyring(vault)?;
-    let (lanes, agent_backoff) = resilience(resilience_args);
-    let settings = pass_settings(pass)?;
-    let metrics = Metrics::new(&leader.leader_election_name).context("registering metrics")?;
-    let client = VapiClient::new(&ClientConfig {
-        base_url: vapi.vapi_base_url.clone(),
-        connect_timeout: vapi.vapi_connect_timeout.into(),
-        request_timeout: vapi.vapi_request_timeout.into(),
-    })?
-    .with_metrics(metrics.clone());
-    let config = LoopConfig {
-        resync_interval,
-        jitter: RESYNC_JITTER,
-        journal_retention: pass.journal_retention.into(),
-        lanes,
-        agent_backoff,
-    };
-    let (pool, options) = connect_with_options(&database.database_url).await?;
+    resync: Option<(Duration, f64)>,
+) -> anyhow::Result<(PgPool, Controller, ShardElector, Metrics, Settings)> {
+    let key = platform_key(&args.vapi)?;
+    let keyring = keyring(&args.vault)?;
+    let settings = settings(args, resync)?;
+    let metrics = Metrics::new(&settings.leader.name).context("registering metrics")?;
+    let client = vapi_client(&settings)?.with_metrics(metrics.clone());
+    let (pool, _) = connect_with(&args.database.database_url, &settings.database).await?;
     ensure_migrated(&pool, apply_migrations).await?;
-    let holder = holder(leader);
-    let elector = ShardElector::new(
-        options,
-        LeaderConfig {
-            name: leader.leader_election_name.clone(),
-            holder: holder.clone(),
-            poll_interval: leader.leader_poll_interval.into(),
-            renew_interval: leader.leader_renew_interval.into(),
-            lease: leader.leader_lease.into(),
-        },
-        leader.shards,
-    )
-    .with_proof_age_gauge(metrics.lease_proof_age_seconds.clone());
-    let controller = Controller::new(
-        Store::new(pool.clone()),
-        client,
-        key,
-        config,
-        settings,
-        holder,
-    )
-    .with_keyring(keyring)
-    .with_metrics(metrics.clone());
-    Ok((pool, controller, elector, metrics))
+    let elector =
+        elector(&settings, &pool).with_proof_age_gauge(metrics.lease_proof_age_seconds.clone());
+    let controller = controller(&settings, &pool, client, key)
+        .with_keyring(keyring)
+        .with_metrics(metrics.clone());
+    Ok((pool, controller, elector, metrics, settings))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         controller: args,
         resync_interval,
+        resync_jitter,
         listen,
         migrate,
         admin_token_file,
@@ -319,8 +297,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         http: http_args,
     } = args;
     let token = admin_token(admin_token_file.as_deref())?;
-    let (pool, controller, elector, metrics) =
-        build(&args, migrate, resync_interval.into()).await?;
+    let (pool, controller, elector, metrics, settings) = build(
+        &args,
+        migrate,
+        Some((resync_interval.into(), resync_jitter)),
+    )
+    .await?;
     let controller = std::sync::Arc::new(controller);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -359,7 +341,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let activator = controller.activator();
     tokio::spawn(controller.platform_key().clone().watch(
-        args.resilience.key_reload_interval.into(),
+        settings.key_reload_interval,
         cancel.clone(),
         move || activator.activate(),
     ));
@@ -396,7 +378,7 @@ pub async fn reconcile_once(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         controller: args,
     } = args;
     // One pass only: the interval is never waited on.
-    let (pool, controller, elector, _) = build(&args, false, Duration::from_secs(1)).await?;
+    let (pool, controller, elector, _, _) = build(&args, false, None).await?;
     // Every shard or none: a one-shot pass covers every organization.
     let Some(all) = elector.try_acquire_all().await? else {
         let holder = Elector::current(&pool, &elector.lease_name(0))
@@ -440,7 +422,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         agent,
         json,
     } = args;
-    let (_, controller, _, _) = build(&args, false, Duration::from_secs(1)).await?;
+    let (_, controller, _, _, _) = build(&args, false, None).await?;
     let view = controller.plan(&PlanFilter { org, agent }).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -607,4 +589,69 @@ pub async fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(cancel.clone()));
     sim.serve(listener, cancel).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    /// The command line's defaults and `Settings::default()` come from the same constants; this
+    /// catches a default changed in one place only (or a flag that no longer reaches a setting).
+    #[test]
+    fn a_bare_command_line_means_the_default_settings() {
+        let cli = Cli::try_parse_from(["vapi-reconciler", "run", "--database-url", "postgres://x"])
+            .expect("parse");
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        let parsed = settings(
+            &run.controller,
+            Some((run.resync_interval.into(), run.resync_jitter)),
+        )
+        .expect("settings");
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Settings::default()));
+    }
+
+    #[test]
+    fn every_flag_reaches_its_setting() {
+        let cli = Cli::try_parse_from([
+            "vapi-reconciler",
+            "run",
+            "--database-url",
+            "postgres://x",
+            "--database-max-connections",
+            "21",
+            "--database-acquire-timeout",
+            "3s",
+            "--vapi-retry-backoff-base",
+            "50ms",
+            "--vapi-retry-backoff-max",
+            "2s",
+            "--resync-jitter",
+            "0",
+            "--holder",
+            "replica-a",
+        ])
+        .expect("parse");
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        let s = settings(
+            &run.controller,
+            Some((run.resync_interval.into(), run.resync_jitter)),
+        )
+        .expect("settings");
+        assert_eq!(s.database.max_connections, 21);
+        assert_eq!(s.database.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(
+            s.controller.lanes.retry_backoff.base,
+            Duration::from_millis(50)
+        );
+        assert_eq!(s.controller.lanes.retry_backoff.max, Duration::from_secs(2));
+        assert_eq!(s.controller.jitter, 0.0);
+        assert_eq!(s.holder(), "replica-a");
+    }
 }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+use crate::settings::defaults;
+
 mod validate;
 pub use validate::{ConfigError, MAX_DURATION, RETRY_AFTER_MIN};
 
@@ -121,47 +123,53 @@ pub struct DatabaseArgs {
     /// Postgres connection URL (may hold a password: kept secret, never logged).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = PostgresUrlParser)]
     pub database_url: SecretString,
+    /// Connections the pool may hold.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub database_max_connections: u32,
+    /// How long a query waits for a pooled connection before it fails.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value_t = defaults::DATABASE_ACQUIRE_TIMEOUT.into(), value_parser = positive_duration)]
+    pub database_acquire_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct VapiArgs {
     /// Vapi API base URL.
-    #[arg(long, env = "VAPI_BASE_URL", default_value = "https://api.vapi.ai", value_parser = HttpUrlParser)]
+    #[arg(long, env = "VAPI_BASE_URL", default_value = defaults::VAPI_BASE_URL, value_parser = HttpUrlParser)]
     pub vapi_base_url: String,
     /// File holding the Vapi private key (wins over the VAPI_PRIVATE_KEY environment variable).
     #[arg(long, env = "VAPI_PRIVATE_KEY_FILE")]
     pub vapi_private_key_file: Option<PathBuf>,
     /// Bound on connecting to Vapi.
-    #[arg(long, env = "VAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    #[arg(long, env = "VAPI_CONNECT_TIMEOUT", default_value_t = defaults::VAPI_CONNECT_TIMEOUT.into(), value_parser = positive_duration)]
     pub vapi_connect_timeout: humantime::Duration,
     /// Bound on one whole Vapi call.
-    #[arg(long, env = "VAPI_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, env = "VAPI_REQUEST_TIMEOUT", default_value_t = defaults::VAPI_REQUEST_TIMEOUT.into(), value_parser = positive_duration)]
     pub vapi_request_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct PassArgs {
     /// Vapi writes in flight at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// Compute and report drift, write nothing to Vapi.
     #[arg(long, env = "DRY_RUN")]
     pub dry_run: bool,
     /// How long a create with an unknown outcome is waited for before creating again. Must
     /// exceed the request timeout plus the leader lease.
-    #[arg(long, env = "CREATE_GRACE", default_value = "2m", value_parser = positive_duration)]
+    #[arg(long, env = "CREATE_GRACE", default_value_t = defaults::CREATE_GRACE.into(), value_parser = positive_duration)]
     pub create_grace: humantime::Duration,
     /// What happens to marked assistants whose agent no longer exists.
     #[arg(long, env = "ORPHAN_POLICY", value_enum, default_value_t = OrphanPolicyArg::Delete)]
     pub orphan_policy: OrphanPolicyArg,
     /// How long an orphan must have been seen before it is deleted.
-    #[arg(long, env = "ORPHAN_GRACE", default_value = "15m", value_parser = duration)]
+    #[arg(long, env = "ORPHAN_GRACE", default_value_t = defaults::ORPHAN_GRACE.into(), value_parser = duration)]
     pub orphan_grace: humantime::Duration,
     /// Blast-radius guard: the share of the fleet one pass may delete or recreate...
-    #[arg(long, env = "GUARD_MAX_SHARE", default_value_t = 0.10, value_parser = share)]
+    #[arg(long, env = "GUARD_MAX_SHARE", default_value_t = defaults::GUARD_MAX_SHARE, value_parser = share)]
     pub guard_max_share: f64,
     /// ...or this many assistants, whichever is larger.
-    #[arg(long, env = "GUARD_MIN_COUNT", default_value_t = 50)]
+    #[arg(long, env = "GUARD_MIN_COUNT", default_value_t = defaults::GUARD_MIN_COUNT)]
     pub guard_min_count: u64,
     /// A JSON file overriding the voice rules (retired voices, aliases, Azure names, removed
     /// providers, the fallback voice); see the README.
@@ -182,24 +190,24 @@ pub enum OrphanPolicyArg {
 #[derive(Debug, Clone, Args)]
 pub struct LeaderArgs {
     /// The lease's name; replicas with the same name elect one leader.
-    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = "vapi-reconciler", value_parser = name)]
+    #[arg(long, env = "LEADER_ELECTION_NAME", default_value = defaults::LEADER_ELECTION_NAME, value_parser = name)]
     pub leader_election_name: String,
     /// This replica's identity in the lease and journal (default: hostname/pid).
     #[arg(long, env = "POD_NAME", value_parser = name)]
     pub holder: Option<String>,
     /// How long one proof of holding the lock stays valid; a new leader waits this long before
     /// its first write unless the previous one released gracefully.
-    #[arg(long, env = "LEADER_LEASE", default_value = "3s", value_parser = positive_duration)]
+    #[arg(long, env = "LEADER_LEASE", default_value_t = defaults::LEADER_LEASE.into(), value_parser = positive_duration)]
     pub leader_lease: humantime::Duration,
     /// How often the leader proves it holds the lock.
-    #[arg(long, env = "LEADER_RENEW_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    #[arg(long, env = "LEADER_RENEW_INTERVAL", default_value_t = defaults::LEADER_RENEW_INTERVAL.into(), value_parser = positive_duration)]
     pub leader_renew_interval: humantime::Duration,
     /// How often a standby tries to take the lock (and a replica rebalances shards).
-    #[arg(long, env = "LEADER_POLL_INTERVAL", default_value = "500ms", value_parser = positive_duration)]
+    #[arg(long, env = "LEADER_POLL_INTERVAL", default_value_t = defaults::LEADER_POLL_INTERVAL.into(), value_parser = positive_duration)]
     pub leader_poll_interval: humantime::Duration,
     /// Organizations are divided into this many shards, each with one writer; replicas share
     /// them. 1 = a single leader. Every replica must use the same value.
-    #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "SHARDS", default_value_t = defaults::SHARDS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub shards: u32,
 }
 
@@ -224,42 +232,48 @@ pub struct ControllerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ResilienceArgs {
     /// How often VAPI_PRIVATE_KEY_FILE is re-read; a changed key is used at once.
-    #[arg(long, env = "KEY_RELOAD_INTERVAL", default_value = "2s", value_parser = positive_duration)]
+    #[arg(long, env = "KEY_RELOAD_INTERVAL", default_value_t = defaults::KEY_RELOAD_INTERVAL.into(), value_parser = positive_duration)]
     pub key_reload_interval: humantime::Duration,
     /// Read calls (GET) per second, per key.
-    #[arg(long, env = "VAPI_READ_RATE", default_value_t = 5.0, value_parser = positive_rate)]
+    #[arg(long, env = "VAPI_READ_RATE", default_value_t = defaults::VAPI_READ_RATE, value_parser = positive_rate)]
     pub vapi_read_rate: f64,
-    #[arg(long, env = "VAPI_READ_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "VAPI_READ_BURST", default_value_t = defaults::VAPI_READ_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub vapi_read_burst: u32,
     /// Write calls (POST, PATCH, DELETE) per second, per key.
-    #[arg(long, env = "VAPI_WRITE_RATE", default_value_t = 10.0, value_parser = positive_rate)]
+    #[arg(long, env = "VAPI_WRITE_RATE", default_value_t = defaults::VAPI_WRITE_RATE, value_parser = positive_rate)]
     pub vapi_write_rate: f64,
-    #[arg(long, env = "VAPI_WRITE_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "VAPI_WRITE_BURST", default_value_t = defaults::VAPI_WRITE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub vapi_write_burst: u32,
     /// Extra attempts of an idempotent call (GET, PATCH, DELETE) after a 429, 5xx, timeout or
     /// transport error. A POST is never retried.
-    #[arg(long, env = "VAPI_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, env = "VAPI_RETRIES", default_value_t = defaults::VAPI_RETRIES, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub vapi_retries: u32,
+    /// First delay before a retry of an idempotent call; doubles per attempt (with jitter)...
+    #[arg(long, env = "VAPI_RETRY_BACKOFF_BASE", default_value_t = defaults::VAPI_RETRY_BACKOFF_BASE.into(), value_parser = positive_duration)]
+    pub vapi_retry_backoff_base: humantime::Duration,
+    /// ...up to this.
+    #[arg(long, env = "VAPI_RETRY_BACKOFF_MAX", default_value_t = defaults::VAPI_RETRY_BACKOFF_MAX.into(), value_parser = positive_duration)]
+    pub vapi_retry_backoff_max: humantime::Duration,
     /// Longest `Retry-After` honoured from a 429.
-    #[arg(long, env = "VAPI_RETRY_AFTER_MAX", default_value = "60s", value_parser = positive_duration)]
+    #[arg(long, env = "VAPI_RETRY_AFTER_MAX", default_value_t = defaults::VAPI_RETRY_AFTER_MAX.into(), value_parser = positive_duration)]
     pub vapi_retry_after_max: humantime::Duration,
     /// Consecutive failures (5xx, timeouts, unreachable) that open a key's circuit breaker.
-    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = defaults::BREAKER_FAILURES, value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_failures: u32,
     /// First open period of the breaker; doubles after each failed probe...
-    #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "5s", value_parser = positive_duration)]
+    #[arg(long, env = "BREAKER_OPEN_BASE", default_value_t = defaults::BREAKER_OPEN_BASE.into(), value_parser = positive_duration)]
     pub breaker_open_base: humantime::Duration,
     /// ...up to this.
-    #[arg(long, env = "BREAKER_OPEN_MAX", default_value = "5m", value_parser = positive_duration)]
+    #[arg(long, env = "BREAKER_OPEN_MAX", default_value_t = defaults::BREAKER_OPEN_MAX.into(), value_parser = positive_duration)]
     pub breaker_open_max: humantime::Duration,
     /// A key Vapi rejected (401/403) is probed at most this often until it changes.
-    #[arg(long, env = "QUARANTINE_PROBE_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, env = "QUARANTINE_PROBE_INTERVAL", default_value_t = defaults::QUARANTINE_PROBE_INTERVAL.into(), value_parser = positive_duration)]
     pub quarantine_probe_interval: humantime::Duration,
     /// First retry delay of a failing agent; doubles per failure (with jitter)...
-    #[arg(long, env = "AGENT_BACKOFF_BASE", default_value = "2s", value_parser = positive_duration)]
+    #[arg(long, env = "AGENT_BACKOFF_BASE", default_value_t = defaults::AGENT_BACKOFF_BASE.into(), value_parser = positive_duration)]
     pub agent_backoff_base: humantime::Duration,
     /// ...up to this.
-    #[arg(long, env = "AGENT_BACKOFF_MAX", default_value = "5m", value_parser = positive_duration)]
+    #[arg(long, env = "AGENT_BACKOFF_MAX", default_value_t = defaults::AGENT_BACKOFF_MAX.into(), value_parser = positive_duration)]
     pub agent_backoff_max: humantime::Duration,
 }
 
@@ -267,9 +281,13 @@ pub struct ResilienceArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub controller: ControllerArgs,
-    /// Time between passes (±10 % jitter).
-    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = positive_duration)]
+    /// Time between full passes, counted from the end of the last one (± RESYNC_JITTER).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value_t = defaults::RESYNC_INTERVAL.into(), value_parser = positive_duration)]
     pub resync_interval: humantime::Duration,
+    /// Each full pass is due at the interval ± this share of it, so replicas and restarts do not
+    /// stay in step.
+    #[arg(long, env = "RESYNC_JITTER", default_value_t = defaults::RESYNC_JITTER, value_parser = share)]
+    pub resync_jitter: f64,
     /// Address of the /healthz and /readyz server.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

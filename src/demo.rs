@@ -22,15 +22,13 @@ use uuid::Uuid;
 
 use crate::app::stop_on_signal;
 use crate::config::DemoArgs;
-use crate::controller::{Controller, LoopConfig, PassSettings};
 use crate::credentials::{ApiKey, PlatformKey};
-use crate::leader::LeaderConfig;
-use crate::reconcile::guard::GuardSettings;
-use crate::reconcile::{MANAGED_BY, OrphanPolicy, PlanSettings};
-use crate::sharding::ShardElector;
+use crate::reconcile::MANAGED_BY;
+use crate::resilience::{BreakerConfig, Rate};
+use crate::settings::Settings;
 use crate::simulator::Simulator;
-use crate::store::{MIGRATOR, Store};
-use crate::vapi::{ClientConfig, VapiClient};
+use crate::store::MIGRATOR;
+use crate::vapi::ClientConfig;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let DemoArgs {
@@ -51,11 +49,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     sim.set_missing_azure_voices(vec!["en-US-AmberNeural".to_owned()]);
     let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await?;
     let key = ApiKey::new(&raw_key)?;
-    let vapi = VapiClient::new(&ClientConfig {
-        base_url: running.base_url(),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(10),
-    })?;
+    let settings = demo_settings(&running.base_url(), resync_interval.into());
+    let vapi = crate::app::vapi_client(&settings)?;
     println!("demo database : {database} (dropped and recreated)");
     println!(
         "Vapi simulator: {} (control API under /_sim)",
@@ -64,69 +59,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("key in use    : fingerprint {}", key.fingerprint());
     println!("resync every  : {resync_interval}; Ctrl-C stops\n");
 
-    let controller = Controller::new(
-        Store::new(pool.clone()),
-        vapi,
-        PlatformKey::fixed(key),
-        LoopConfig {
-            resync_interval: resync_interval.into(),
-            jitter: 0.0,
-            journal_retention: Duration::from_secs(7 * 24 * 3600),
-            lanes: crate::controller::LaneConfig {
-                breaker: crate::resilience::BreakerConfig::default(),
-                read_rate: crate::resilience::Rate {
-                    per_second: 50.0,
-                    burst: 50,
-                },
-                write_rate: crate::resilience::Rate {
-                    per_second: 50.0,
-                    burst: 50,
-                },
-                retries: 2,
-                retry_backoff: crate::resilience::Backoff {
-                    base: Duration::from_millis(200),
-                    max: Duration::from_secs(2),
-                    jitter: 0.2,
-                },
-                retry_after_min: Duration::from_secs(1),
-                retry_after_max: Duration::from_secs(10),
-                probe_interval: Duration::from_secs(10),
-                clock: crate::resilience::Clock::new(),
-            },
-            agent_backoff: crate::resilience::Backoff {
-                base: Duration::from_secs(2),
-                max: Duration::from_secs(60),
-                jitter: 0.2,
-            },
-        },
-        PassSettings {
-            concurrency: 4,
-            dry_run: false,
-            plan: PlanSettings {
-                create_grace: chrono::TimeDelta::seconds(30),
-                // Orphans go at once here, so the demo shows it; the default waits 15 minutes.
-                orphan_grace: chrono::TimeDelta::zero(),
-                orphan_policy: OrphanPolicy::Delete,
-                voices: crate::reconcile::VoiceRules::default(),
-            },
-            guard: GuardSettings {
-                max_share: 0.1,
-                min_count: 50,
-            },
-        },
-        format!("demo/{}", std::process::id()),
-    );
-    let elector = ShardElector::new(
-        (*pool.connect_options()).clone(),
-        LeaderConfig {
-            name: "vapi-reconciler".to_owned(),
-            holder: format!("demo/{}", std::process::id()),
-            poll_interval: Duration::from_millis(500),
-            renew_interval: Duration::from_secs(1),
-            lease: Duration::from_secs(3),
-        },
-        1,
-    );
+    let controller = crate::app::controller(&settings, &pool, vapi, PlatformKey::fixed(key));
+    let elector = crate::app::elector(&settings, &pool);
     let mut passes = controller.subscribe();
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
@@ -162,6 +96,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         demo_url(&database_url, &database)
     );
     Ok(())
+}
+
+/// The defaults, but quick: a local simulator allows fast calls, orphans go at once so the demo
+/// shows it (the default waits 15 minutes), and creates are given up on sooner.
+fn demo_settings(base_url: &str, resync_interval: Duration) -> Settings {
+    let mut s = Settings {
+        vapi: ClientConfig {
+            base_url: base_url.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        },
+        ..Settings::default()
+    };
+    s.leader.holder = format!("demo/{}", std::process::id());
+    s.controller.resync_interval = resync_interval;
+    s.controller.jitter = 0.0;
+    s.controller.journal_retention = Duration::from_secs(7 * 24 * 3600);
+    let lanes = &mut s.controller.lanes;
+    lanes.breaker = BreakerConfig::default();
+    lanes.read_rate = Rate {
+        per_second: 50.0,
+        burst: 50,
+    };
+    lanes.write_rate = lanes.read_rate;
+    lanes.retries = 2;
+    lanes.retry_backoff.base = Duration::from_millis(200);
+    lanes.retry_backoff.max = Duration::from_secs(2);
+    lanes.retry_after_max = Duration::from_secs(10);
+    lanes.probe_interval = Duration::from_secs(10);
+    s.controller.agent_backoff.max = Duration::from_secs(60);
+    s.pass.concurrency = 4;
+    s.pass.plan.create_grace = chrono::TimeDelta::seconds(30);
+    s.pass.plan.orphan_grace = chrono::TimeDelta::zero();
+    s
 }
 
 async fn create_database(url: &SecretString, name: &str) -> anyhow::Result<PgPool> {

@@ -22,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod resilience;
+pub mod settings;
 pub mod sharding;
 pub mod simulator;
 pub mod store;

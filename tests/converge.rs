@@ -181,7 +181,12 @@ async fn fifteen_hundred_assistants_in_one_org_are_all_listed(pool: PgPool) {
     .unwrap();
     let first = env.pass().await;
     assert_eq!(first.created, 1500, "{first:?}");
-    let listed = env.vapi.list_all(&env.key).await.unwrap().items;
+    let listed = env
+        .vapi
+        .list_all(vapi_reconciler::vapi::Resource::Assistant, &env.key)
+        .await
+        .unwrap()
+        .items;
     let ids: std::collections::HashSet<_> =
         listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!((listed.len(), ids.len()), (1500, 1500));

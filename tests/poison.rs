@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use vapi_reconciler::metrics::Metrics;
 use vapi_reconciler::reconcile::validate::{SPEC_MAX_BYTES, SPEC_MAX_DEPTH};
 use vapi_reconciler::simulator::FaultMode;
+use vapi_reconciler::vapi::Resource;
 
 /// `levels` nested arrays around a number: beyond 127 no serde_json parser reads it.
 fn nested(levels: usize) -> Value {
@@ -69,7 +70,10 @@ async fn an_unreadable_assistant_fails_its_own_agent_and_no_other(pool: PgPool) 
     // The listing names both, and they are counted.
     let metrics = Metrics::new("vapi-reconciler").unwrap();
     let client = common::client(&env.running.base_url()).with_metrics(metrics.clone());
-    let listing = client.list_all(&env.key).await.unwrap();
+    let listing = client
+        .list_all(Resource::Assistant, &env.key)
+        .await
+        .unwrap();
     let mut ids: Vec<_> = listing
         .unreadable
         .iter()

@@ -131,13 +131,13 @@ impl Replica {
 }
 
 fn with_holder(env: &common::TestEnv, pool: &PgPool, holder: &str) -> Controller {
-    Controller::new(
-        vapi_reconciler::store::Store::new(pool.clone()),
+    let mut settings = common::test_settings();
+    settings.leader.holder = holder.to_owned();
+    vapi_reconciler::app::controller(
+        &settings,
+        pool,
         env.vapi.clone(),
         vapi_reconciler::credentials::PlatformKey::fixed(env.key.clone()),
-        common::loop_config(),
-        common::settings(),
-        holder.to_owned(),
     )
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use std::time::Duration;
+use vapi_reconciler::vapi::Resource;
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -52,23 +53,33 @@ async fn crud_round_trip() {
     let s = sim().await;
     let created = s
         .client
-        .create(&s.key, &body(json!({"name": "a", "metadata": {"k": "v"}})))
+        .create(
+            Resource::Assistant,
+            &s.key,
+            &body(json!({"name": "a", "metadata": {"k": "v"}})),
+        )
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap();
     assert_eq!(
-        s.client.get(&s.key, id).await.unwrap()["metadata"],
+        s.client.get(Resource::Assistant, &s.key, id).await.unwrap()["metadata"],
         json!({"k": "v"})
     );
     let patched = s
         .client
-        .update(&s.key, id, &body(json!({"name": "b"})))
+        .update(Resource::Assistant, &s.key, id, &body(json!({"name": "b"})))
         .await
         .unwrap();
     assert_eq!(patched["name"], "b");
-    assert_eq!(s.client.delete(&s.key, id).await.unwrap()["id"], id);
+    assert_eq!(
+        s.client
+            .delete(Resource::Assistant, &s.key, id)
+            .await
+            .unwrap()["id"],
+        id
+    );
     assert!(matches!(
-        s.client.get(&s.key, id).await,
+        s.client.get(Resource::Assistant, &s.key, id).await,
         Err(VapiError::NotFound)
     ));
     s.running.shutdown().await;
@@ -80,6 +91,7 @@ async fn errors_are_typed() {
     let err = s
         .client
         .create(
+            Resource::Assistant,
             &s.key,
             &body(json!({"name": "x".repeat(41), "serverUrl": "https://x"})),
         )
@@ -100,6 +112,7 @@ async fn errors_are_typed() {
     let err = s
         .client
         .create(
+            Resource::Assistant,
             &s.key,
             &body(json!({"voice": {"provider": "vapi", "voiceId": "Kylie"}})),
         )
@@ -115,7 +128,11 @@ async fn errors_are_typed() {
     );
 
     let wrong = ApiKey::new("not-a-key").unwrap();
-    let err = s.client.list_all(&wrong).await.unwrap_err();
+    let err = s
+        .client
+        .list_all(Resource::Assistant, &wrong)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, VapiError::Unauthorized { message } if message.starts_with("Invalid Key")),
         "{err:?}"
@@ -124,20 +141,30 @@ async fn errors_are_typed() {
 
     let missing = Uuid::new_v4().to_string();
     assert!(matches!(
-        s.client.update(&s.key, &missing, &body(json!({}))).await,
+        s.client
+            .update(Resource::Assistant, &s.key, &missing, &body(json!({})))
+            .await,
         Err(VapiError::NotFound)
     ));
 
     let id = s
         .client
-        .create(&s.key, &body(json!({"name": "pinned"})))
+        .create(
+            Resource::Assistant,
+            &s.key,
+            &body(json!({"name": "pinned"})),
+        )
         .await
         .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
     s.sim.pin(&id, true);
-    let err = s.client.delete(&s.key, &id).await.unwrap_err();
+    let err = s
+        .client
+        .delete(Resource::Assistant, &s.key, &id)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, VapiError::Conflict { error, .. } if error == "assistant_pinned"),
         "{err:?}"
@@ -145,7 +172,11 @@ async fn errors_are_typed() {
 
     s.sim
         .inject(fault("GET", FaultMode::Respond, Some(429), Some("7")));
-    let err = s.client.list_all(&s.key).await.unwrap_err();
+    let err = s
+        .client
+        .list_all(Resource::Assistant, &s.key)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, VapiError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)),
         "{err:?}"
@@ -153,14 +184,14 @@ async fn errors_are_typed() {
     s.sim
         .inject(fault("GET", FaultMode::Respond, Some(429), None));
     assert!(matches!(
-        s.client.list_all(&s.key).await,
+        s.client.list_all(Resource::Assistant, &s.key).await,
         Err(VapiError::RateLimited { retry_after: None })
     ));
 
     s.sim
         .inject(fault("GET", FaultMode::Respond, Some(503), None));
     assert!(matches!(
-        s.client.list_all(&s.key).await,
+        s.client.list_all(Resource::Assistant, &s.key).await,
         Err(VapiError::Server { status: 503, .. })
     ));
 
@@ -168,7 +199,11 @@ async fn errors_are_typed() {
         .inject(fault("POST", FaultMode::CommitThenDrop, None, None));
     let err = s
         .client
-        .create(&s.key, &body(json!({"name": "dropped"})))
+        .create(
+            Resource::Assistant,
+            &s.key,
+            &body(json!({"name": "dropped"})),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, VapiError::Transport(_)), "{err:?}");
@@ -186,7 +221,10 @@ async fn a_call_that_never_answers_times_out() {
         request_timeout: Duration::from_millis(200),
     })
     .unwrap();
-    let err = client.list_all(&s.key).await.unwrap_err();
+    let err = client
+        .list_all(Resource::Assistant, &s.key)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, VapiError::Timeout(d) if d == Duration::from_millis(200)),
         "{err:?}"
@@ -205,7 +243,7 @@ async fn an_unreachable_vapi_is_a_transport_error() {
     for scheme in ["http", "https"] {
         let client = common::client(&format!("{scheme}://127.0.0.1:{port}"));
         let err = client
-            .list_all(&ApiKey::new("k").unwrap())
+            .list_all(Resource::Assistant, &ApiKey::new("k").unwrap())
             .await
             .unwrap_err();
         // https must get as far as connecting: Vapi is only reachable over TLS.
@@ -227,7 +265,7 @@ async fn an_undecodable_answer_is_a_decode_error() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let client = common::client(&format!("http://{addr}"));
     let err = client
-        .list_all(&ApiKey::new("k").unwrap())
+        .list_all(Resource::Assistant, &ApiKey::new("k").unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, VapiError::Decode(_)), "{err:?}");
@@ -244,7 +282,12 @@ async fn list_sends_limit_1000_and_pages_through_shared_timestamps() {
             .create_out_of_band("org-1", json!({"name": format!("a{n}")}));
     }
     s.sim.reset_counters();
-    let all = s.client.list_all(&s.key).await.unwrap().items;
+    let all = s
+        .client
+        .list_all(Resource::Assistant, &s.key)
+        .await
+        .unwrap()
+        .items;
     let ids: std::collections::HashSet<_> = all
         .iter()
         .map(|a| a["id"].as_str().unwrap().to_owned())

@@ -111,6 +111,18 @@ fn controller(args: &ControllerArgs, p: &mut Vec<String>) {
         p,
     );
     at_most(
+        (
+            "--vapi-retry-backoff-base / VAPI_RETRY_BACKOFF_BASE",
+            r.vapi_retry_backoff_base.into(),
+        ),
+        (
+            "--vapi-retry-backoff-max / VAPI_RETRY_BACKOFF_MAX",
+            r.vapi_retry_backoff_max.into(),
+        ),
+        "",
+        p,
+    );
+    at_most(
         ("the shortest Retry-After honoured", RETRY_AFTER_MIN),
         (
             "--vapi-retry-after-max / VAPI_RETRY_AFTER_MAX",

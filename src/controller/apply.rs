@@ -34,6 +34,8 @@ use crate::reconcile::{
 use crate::store::{CreateSettled, JournalEntry, JournalOutcome, StoreError};
 use crate::vapi::VapiError;
 
+use super::ASSISTANT;
+
 /// Whether a write may start now.
 pub trait Gate {
     fn may_write(&self) -> bool;
@@ -520,7 +522,7 @@ async fn verify(
         reconcile::describe_drift(&drift)
     );
     let sent = write(journal, lane, "patch", Some(assistant_id), why, || {
-        lane.update(assistant_id, &patch, ctx.cancel)
+        lane.update(ASSISTANT, assistant_id, &patch, ctx.cancel)
     })
     .await;
     let unresolved = match sent {
@@ -726,8 +728,8 @@ async fn send(
 ) -> Result<Value, Stop> {
     let call = || async {
         match assistant_id {
-            Some(id) => lane.update(id, body, ctx.cancel).await,
-            None => lane.create(body, ctx.cancel).await,
+            Some(id) => lane.update(ASSISTANT, id, body, ctx.cancel).await,
+            None => lane.create(ASSISTANT, body, ctx.cancel).await,
         }
     };
     let result = match begun {
@@ -772,15 +774,17 @@ async fn delete_confirmed(
 ) -> Result<(), CallError> {
     let stop = ctx.cancel;
     let confirm = || async {
-        match lane.delete(id, stop).await {
-            Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => match lane.get(id, stop).await {
-                Err(CallError::Vapi(VapiError::NotFound)) => Ok(Value::Null),
-                Ok(_) => Err(CallError::Vapi(VapiError::UnexpectedStatus {
-                    status: 200,
-                    message: "the assistant is still there after DELETE".into(),
-                })),
-                Err(e) => Err(e),
-            },
+        match lane.delete(ASSISTANT, id, stop).await {
+            Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => {
+                match lane.get(ASSISTANT, id, stop).await {
+                    Err(CallError::Vapi(VapiError::NotFound)) => Ok(Value::Null),
+                    Ok(_) => Err(CallError::Vapi(VapiError::UnexpectedStatus {
+                        status: 200,
+                        message: "the assistant is still there after DELETE".into(),
+                    })),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     };
@@ -867,7 +871,7 @@ pub(crate) async fn stray(ctx: &PassContext<'_>, s: &Stray, lane: &Lane) -> Stra
             return out;
         }
     };
-    let result = match lane.delete(&s.assistant_id, ctx.cancel).await {
+    let result = match lane.delete(ASSISTANT, &s.assistant_id, ctx.cancel).await {
         Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => Ok(()),
         Err(e) => Err(e),
     };

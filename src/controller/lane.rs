@@ -33,7 +33,7 @@ use crate::resilience::{
     Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
     clamp_retry_after,
 };
-use crate::vapi::{Listing, VapiClient, VapiError, list_all_pages};
+use crate::vapi::{Listing, Resource, VapiClient, VapiError, list_all_pages};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
@@ -254,11 +254,16 @@ impl Lane {
     }
 
     /// Every assistant, readable or not (the listing is also the quarantine probe).
-    pub async fn list_all(&self, stop: &CancellationToken) -> Result<Listing, CallError> {
+    pub async fn list_all(
+        &self,
+        resource: Resource,
+        stop: &CancellationToken,
+    ) -> Result<Listing, CallError> {
         self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
             self.call(Kind::Read, true, stop, || {
-                self.vapi.list_page(&self.key, boundary.as_deref())
+                self.vapi
+                    .list_page(resource, &self.key, boundary.as_deref())
             })
             .await
             .map(|v| match v {
@@ -274,38 +279,54 @@ impl Lane {
         Ok(listed)
     }
 
-    pub async fn get(&self, id: &str, stop: &CancellationToken) -> Result<Value, CallError> {
-        self.value(Kind::Read, true, stop, || self.vapi.get(&self.key, id))
-            .await
+    pub async fn get(
+        &self,
+        resource: Resource,
+        id: &str,
+        stop: &CancellationToken,
+    ) -> Result<Value, CallError> {
+        self.value(Kind::Read, true, stop, || {
+            self.vapi.get(resource, &self.key, id)
+        })
+        .await
     }
 
     /// Never retried: Vapi has no idempotency key, so a second POST could be a second assistant.
     pub async fn create(
         &self,
+        resource: Resource,
         body: &Map<String, Value>,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
         self.value(Kind::Write, false, stop, || {
-            self.vapi.create(&self.key, body)
+            self.vapi.create(resource, &self.key, body)
         })
         .await
     }
 
     pub async fn update(
         &self,
+        resource: Resource,
         id: &str,
         patch: &Map<String, Value>,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
         self.value(Kind::Write, true, stop, || {
-            self.vapi.update(&self.key, id, patch)
+            self.vapi.update(resource, &self.key, id, patch)
         })
         .await
     }
 
-    pub async fn delete(&self, id: &str, stop: &CancellationToken) -> Result<Value, CallError> {
-        self.value(Kind::Write, true, stop, || self.vapi.delete(&self.key, id))
-            .await
+    pub async fn delete(
+        &self,
+        resource: Resource,
+        id: &str,
+        stop: &CancellationToken,
+    ) -> Result<Value, CallError> {
+        self.value(Kind::Write, true, stop, || {
+            self.vapi.delete(resource, &self.key, id)
+        })
+        .await
     }
 
     async fn value<F, Fut>(

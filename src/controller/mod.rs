@@ -52,6 +52,9 @@ use crate::vault::Keyring;
 use requeue::Requeue;
 use schedule::{Schedule, Wake};
 
+/// The Vapi kind the pipeline's stages converge; the client and the lanes take the kind as data.
+pub(crate) const ASSISTANT: crate::vapi::Resource = crate::vapi::Resource::Assistant;
+
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
     pub resync_interval: Duration,

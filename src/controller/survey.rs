@@ -25,6 +25,8 @@ use crate::reconcile::{self, Action, ActualAssistant, DesiredAgent, Plan, PlanIn
 use crate::store::{RecordedStatus, SyncState};
 use crate::vapi::Unreadable;
 
+use super::ASSISTANT;
+
 /// What a pass found before acting: the plan over every key's listing, and the outcomes that
 /// need no Vapi write (agents whose key is unusable or whose listing failed).
 pub(crate) struct Survey {
@@ -190,7 +192,7 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
                 let Action::InSync { assistant_id, .. } = &d.action else {
                     continue;
                 };
-                match lane.get(assistant_id, ctx.cancel).await {
+                match lane.get(ASSISTANT, assistant_id, ctx.cancel).await {
                     Ok(found) => match ActualAssistant::from_value(found) {
                         Some(a) => observed.push(a),
                         None => report.left_to_full_pass += 1,
@@ -289,7 +291,7 @@ async fn list(
             message: r.message,
         });
     }
-    let listing = lane.list_all(stop).await?;
+    let listing = lane.list_all(ASSISTANT, stop).await?;
     let assistants = listing
         .items
         .into_iter()

@@ -1,4 +1,4 @@
-//! The Vapi REST client for assistants (reqwest).
+//! The Vapi REST client (reqwest): one set of calls for every resource kind ([`Resource`]).
 //!
 //! Every call takes the key to use, so one client serves every credential. Calls are single
 //! attempts: retrying is the controller's decision (a POST must never be retried blindly, since
@@ -9,6 +9,7 @@
 
 mod error;
 mod listing;
+mod resource;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 pub use error::VapiError;
 pub(crate) use listing::top_level_fields;
 pub use listing::{Listing, Unreadable};
+pub use resource::Resource;
 
 use crate::credentials::ApiKey;
 
@@ -67,44 +69,40 @@ impl VapiClient {
 
     pub async fn create(
         &self,
+        kind: Resource,
         key: &ApiKey,
         body: &Map<String, Value>,
     ) -> Result<Value, VapiError> {
-        self.call(key, Method::POST, "/assistant", &[], Some(body))
+        self.call(key, Method::POST, kind, None, &[], Some(body))
             .await
     }
 
-    pub async fn get(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
-        self.call(key, Method::GET, &format!("/assistant/{id}"), &[], None)
-            .await
+    pub async fn get(&self, kind: Resource, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
+        self.call(key, Method::GET, kind, Some(id), &[], None).await
     }
 
     /// Sends whole top-level keys; Vapi replaces each one wholesale and keeps the rest.
     pub async fn update(
         &self,
+        kind: Resource,
         key: &ApiKey,
         id: &str,
         patch: &Map<String, Value>,
     ) -> Result<Value, VapiError> {
-        self.call(
-            key,
-            Method::PATCH,
-            &format!("/assistant/{id}"),
-            &[],
-            Some(patch),
-        )
-        .await
-    }
-
-    pub async fn delete(&self, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
-        self.call(key, Method::DELETE, &format!("/assistant/{id}"), &[], None)
+        self.call(key, Method::PATCH, kind, Some(id), &[], Some(patch))
             .await
     }
 
-    /// One page: up to [`PAGE_LIMIT`] assistants, newest first, created at or before `created_at_le`.
+    pub async fn delete(&self, kind: Resource, key: &ApiKey, id: &str) -> Result<Value, VapiError> {
+        self.call(key, Method::DELETE, kind, Some(id), &[], None)
+            .await
+    }
+
+    /// One page: up to [`PAGE_LIMIT`] items, newest first, created at or before `created_at_le`.
     /// An item that cannot be read is returned apart ([`Listing::unreadable`]) and counted.
     pub async fn list_page(
         &self,
+        kind: Resource,
         key: &ApiKey,
         created_at_le: Option<&str>,
     ) -> Result<Listing, VapiError> {
@@ -114,7 +112,7 @@ impl VapiClient {
             query.push(("createdAtLe", t));
         }
         let body = self
-            .call_bytes(key, Method::GET, "/assistant", &query, None)
+            .call_bytes(key, Method::GET, kind, None, &query, None)
             .await?;
         let page = listing::parse_page(body.as_deref().unwrap_or_default())?;
         if let Some(m) = &self.metrics {
@@ -122,26 +120,29 @@ impl VapiClient {
                 .inc_by(page.unreadable.len() as u64);
         }
         for u in &page.unreadable {
-            tracing::warn!(assistant_id = u.id.as_deref().unwrap_or(""), error = %u.error, "listed assistant cannot be read; it is left alone");
+            tracing::warn!(kind = kind.label(), id = u.id.as_deref().unwrap_or(""), error = %u.error, "listed item cannot be read; it is left alone");
         }
         Ok(page)
     }
 
-    /// Every assistant the key can see (see [`list_all_pages`]).
-    pub async fn list_all(&self, key: &ApiKey) -> Result<Listing, VapiError> {
-        list_all_pages(|boundary| async move { self.list_page(key, boundary.as_deref()).await })
-            .await
+    /// Every item of this kind the key can see (see [`list_all_pages`]).
+    pub async fn list_all(&self, kind: Resource, key: &ApiKey) -> Result<Listing, VapiError> {
+        list_all_pages(
+            |boundary| async move { self.list_page(kind, key, boundary.as_deref()).await },
+        )
+        .await
     }
 
     async fn call(
         &self,
         key: &ApiKey,
         method: Method,
-        path: &str,
+        kind: Resource,
+        id: Option<&str>,
         query: &[(&str, &str)],
         body: Option<&Map<String, Value>>,
     ) -> Result<Value, VapiError> {
-        match self.call_bytes(key, method, path, query, body).await? {
+        match self.call_bytes(key, method, kind, id, query, body).await? {
             None => Ok(Value::Null),
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| VapiError::Decode(e.to_string()))
@@ -154,20 +155,26 @@ impl VapiClient {
         &self,
         key: &ApiKey,
         method: Method,
-        path: &str,
+        kind: Resource,
+        id: Option<&str>,
         query: &[(&str, &str)],
         body: Option<&Map<String, Value>>,
     ) -> Result<Option<bytes::Bytes>, VapiError> {
         let started = std::time::Instant::now();
         let method_label = method.as_str().to_owned();
         let mut status = None;
-        let result = self.send(key, method, path, query, body, &mut status).await;
+        let path = match id {
+            Some(id) => kind.item(id),
+            None => kind.path().to_owned(),
+        };
+        let result = self
+            .send(key, method, &path, query, body, &mut status)
+            .await;
         if let Some(m) = &self.metrics {
             // A route template, never the id: labels stay a closed set.
-            let route = if path == "/assistant" {
-                "/assistant"
-            } else {
-                "/assistant/{id}"
+            let route = match id {
+                Some(_) => kind.item_route(),
+                None => kind.path(),
             };
             m.vapi_request(
                 &method_label,

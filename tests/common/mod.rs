@@ -12,15 +12,15 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use vapi_reconciler::app;
 use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassReport, PassSettings};
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
-use vapi_reconciler::reconcile::guard::GuardSettings;
-use vapi_reconciler::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
-use vapi_reconciler::resilience::{Backoff, BreakerConfig, Clock, Rate};
+use vapi_reconciler::resilience::{Backoff, Rate};
+use vapi_reconciler::settings::Settings;
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
-use vapi_reconciler::vapi::{ClientConfig, VapiClient};
+use vapi_reconciler::vapi::VapiClient;
 
 pub struct TestEnv {
     pub pool: PgPool,
@@ -34,22 +34,45 @@ pub struct TestEnv {
     pub lead: Leadership,
 }
 
-/// Settings for tests: the production defaults, but orphans go at once (grace zero).
+/// The tests' settings: the production defaults (`Settings::default()`, as `run` has them)
+/// with the test-only changes below, wired by `app` as `run` is.
+pub fn test_settings() -> Settings {
+    let mut s = Settings {
+        leader: leader_config("test/controller"),
+        ..Settings::default()
+    };
+    s.vapi.connect_timeout = Duration::from_secs(2);
+    s.vapi.request_timeout = Duration::from_secs(5);
+    // Orphans go at once (grace zero).
+    s.pass.plan.orphan_grace = chrono::TimeDelta::zero();
+    s.controller.jitter = 0.0;
+    // Lanes that never get in a test's way unless it asks: generous rates, fast retries. Tests
+    // that inject many failures are about other things; the breaker's own tests set a real
+    // threshold.
+    let lanes = &mut s.controller.lanes;
+    lanes.breaker.failure_threshold = 1_000_000;
+    lanes.read_rate = Rate {
+        per_second: 10_000.0,
+        burst: 10_000,
+    };
+    lanes.write_rate = lanes.read_rate;
+    lanes.retries = 2;
+    lanes.retry_backoff.base = Duration::from_millis(10);
+    lanes.retry_backoff.max = Duration::from_millis(100);
+    lanes.retry_after_min = Duration::from_millis(10);
+    lanes.retry_after_max = Duration::from_secs(5);
+    // No back-off unless a test asks: a failed agent is due again on the very next pass.
+    s.controller.agent_backoff = Backoff {
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+        jitter: 0.0,
+    };
+    s
+}
+
+/// The tests' pass settings (see `test_settings`).
 pub fn settings() -> PassSettings {
-    PassSettings {
-        concurrency: 8,
-        dry_run: false,
-        plan: PlanSettings {
-            create_grace: chrono::TimeDelta::minutes(2),
-            orphan_grace: chrono::TimeDelta::zero(),
-            orphan_policy: OrphanPolicy::Delete,
-            voices: VoiceRules::default(),
-        },
-        guard: GuardSettings {
-            max_share: 0.1,
-            min_count: 50,
-        },
-    }
+    test_settings().pass
 }
 
 pub fn leader_config(holder: &str) -> LeaderConfig {
@@ -62,49 +85,12 @@ pub fn leader_config(holder: &str) -> LeaderConfig {
     }
 }
 
-/// Lanes that never get in a test's way unless it asks: generous rates, fast retries.
 pub fn lanes() -> LaneConfig {
-    LaneConfig {
-        // Tests that inject many failures are about other things; the breaker's own tests
-        // set a real threshold.
-        breaker: BreakerConfig {
-            failure_threshold: 1_000_000,
-            ..BreakerConfig::default()
-        },
-        read_rate: Rate {
-            per_second: 10_000.0,
-            burst: 10_000,
-        },
-        write_rate: Rate {
-            per_second: 10_000.0,
-            burst: 10_000,
-        },
-        retries: 2,
-        retry_backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            jitter: 0.2,
-        },
-        retry_after_min: Duration::from_millis(10),
-        retry_after_max: Duration::from_secs(5),
-        probe_interval: Duration::from_secs(30),
-        clock: Clock::new(),
-    }
+    test_settings().controller.lanes
 }
 
 pub fn loop_config() -> LoopConfig {
-    LoopConfig {
-        resync_interval: Duration::from_secs(300),
-        jitter: 0.0,
-        journal_retention: Duration::from_secs(90 * 24 * 3600),
-        lanes: lanes(),
-        // No back-off unless a test asks: a failed agent is due again on the very next pass.
-        agent_backoff: Backoff {
-            base: Duration::ZERO,
-            max: Duration::ZERO,
-            jitter: 0.0,
-        },
-    }
+    test_settings().controller
 }
 
 pub fn controller(
@@ -129,14 +115,10 @@ pub fn controller_with(
     config: LoopConfig,
     settings: PassSettings,
 ) -> Controller {
-    Controller::new(
-        Store::new(pool.clone()),
-        vapi.clone(),
-        platform,
-        config,
-        settings,
-        "test/controller".to_owned(),
-    )
+    let mut s = test_settings();
+    s.controller = config;
+    s.pass = settings;
+    app::controller(&s, pool, vapi.clone(), platform)
 }
 
 pub async fn env(pool: PgPool) -> TestEnv {
@@ -175,12 +157,9 @@ pub async fn env_with(pool: PgPool, settings: PassSettings) -> TestEnv {
 }
 
 pub fn client(base_url: &str) -> VapiClient {
-    VapiClient::new(&ClientConfig {
-        base_url: base_url.to_owned(),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-    })
-    .unwrap()
+    let mut s = test_settings();
+    s.vapi.base_url = base_url.to_owned();
+    app::vapi_client(&s).unwrap()
 }
 
 impl TestEnv {
