@@ -593,3 +593,39 @@ async fn a_guard_limit_scales_with_the_fleet(pool: PgPool) {
     assert!(report.blocked.is_none());
     assert_eq!(report.recreated, 55);
 }
+
+/// Creates that commit their intents together (one transaction for the creates ready at the same
+/// moment) each still get their own journal row: every create row names the assistant whose
+/// marker carries that row's operation id, and the agent that assistant belongs to.
+#[sqlx::test]
+async fn creates_that_share_an_intent_commit_each_keep_their_own_journal_row(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let o = org(&pool, "clinic").await;
+    for n in 0..40 {
+        agent(&pool, o, &format!("agent-{n}"), spec(n)).await;
+    }
+    let report = env.pass().await;
+    assert_eq!(report.created, 40, "{report:?}");
+    let rows: Vec<(Uuid, Option<String>, Option<Uuid>, String)> = sqlx::query_as(
+        "select agent_id, assistant_id, operation_id, outcome from journal where action = 'create'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 40);
+    let listed = env.assistants();
+    for (agent_id, assistant_id, operation_id, outcome) in rows {
+        assert_eq!(outcome, "ok");
+        let operation_id = operation_id.expect("a create's row has its operation id");
+        let assistant = listed
+            .iter()
+            .find(|a| a["metadata"]["operationId"] == operation_id.to_string())
+            .expect("an assistant carries each row's operation id");
+        assert_eq!(assistant_id.as_deref(), assistant["id"].as_str());
+        assert_eq!(
+            assistant["metadata"]["agentId"],
+            agent_id.to_string(),
+            "the row and the assistant are the same agent's"
+        );
+    }
+}

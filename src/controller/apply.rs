@@ -35,6 +35,7 @@ use crate::store::{CreateSettled, JournalEntry, JournalOutcome, StoreError};
 use crate::vapi::VapiError;
 
 use super::ASSISTANT;
+use super::intents::Intents;
 
 /// Whether a write may start now.
 pub trait Gate {
@@ -335,7 +336,12 @@ where
 
 /// Applies one agent's decision with its key's lane. Dry-run and hands-off decisions send
 /// nothing.
-pub(crate) async fn decision(ctx: &PassContext<'_>, d: &Decision, lane: &Lane) -> Applied {
+pub(crate) async fn decision(
+    ctx: &PassContext<'_>,
+    intents: &Intents,
+    d: &Decision,
+    lane: &Lane,
+) -> Applied {
     let mut journal = Journal::new(ctx, d);
     let mut applied = Applied {
         effect: Effect::NoWrite,
@@ -384,7 +390,16 @@ pub(crate) async fn decision(ctx: &PassContext<'_>, d: &Decision, lane: &Lane) -
                     Action::Recreate { previous_id, .. } => Some(previous_id.as_str()),
                     _ => None,
                 };
-                create(ctx, &mut journal, &mut applied, lane, body, previous).await
+                create(
+                    ctx,
+                    intents,
+                    &mut journal,
+                    &mut applied,
+                    lane,
+                    body,
+                    previous,
+                )
+                .await
             }
         }
         Action::Patch {
@@ -556,9 +571,11 @@ enum Stop {
     NotRecorded(StoreError),
 }
 
-/// Records the intent (fenced) with the POST's pending journal row, then POSTs once.
+/// Records the intent (fenced, committed with the other creates ready now) with the POST's
+/// pending journal row, then POSTs once.
 async fn create(
     ctx: &PassContext<'_>,
+    intents: &Intents,
     journal: &mut Journal<'_>,
     applied: &mut Applied,
     lane: &Lane,
@@ -591,11 +608,7 @@ async fn create(
     };
     let row = journal.row(action, JournalOutcome::Pending, None, Some(op), why);
     let epoch = ctx.owner.fence_of_org(d.org_id).map_or(-1, |f| f.epoch);
-    let begun = match ctx
-        .store
-        .record_intent(&ctx.owner.fences(), epoch, &[(d.agent_id, intent)], &row)
-        .await
-    {
+    let begun = match intents.record(d.agent_id, intent, epoch, row.clone()).await {
         Ok(id) => Begun::of(id, row),
         Err(StoreError::Fenced { .. }) => return Effect::Skipped,
         Err(error) => {

@@ -13,6 +13,7 @@
 
 mod activator;
 mod apply;
+mod intents;
 mod lane;
 pub mod listen;
 mod outcome;

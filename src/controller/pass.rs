@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::apply::{self, Gate};
+use super::intents;
 use super::lane::{self, Lane};
 use super::outcome::{self, Done};
 use super::record::record;
@@ -364,7 +365,10 @@ async fn execute_plan(
     // writes, which may hold pool connections mid-transaction, while the writer needs one to
     // drain the channel. At most one item per agent is ever queued.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let (intents, committer) = intents::queue();
+    let fences = ctx.owner.fences();
     let executor = async move {
+        let intents = &intents;
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
                 let started = Instant::now();
@@ -373,7 +377,7 @@ async fn execute_plan(
                 }
                 let done = match w {
                     Work::Agent(d, lane) => {
-                        let applied = apply::decision(ctx, &d, &lane).await;
+                        let applied = apply::decision(ctx, intents, &d, &lane).await;
                         outcome::settle(&d, applied, ctx.settings.dry_run, lane.fingerprint())
                     }
                     Work::Stray(s, lane) => {
@@ -415,7 +419,7 @@ async fn execute_plan(
         }
         Ok::<_, PassError>(())
     };
-    let ((), written) = tokio::join!(executor, writer);
+    let ((), written, ()) = tokio::join!(executor, writer, committer.run(ctx.store, &fences));
     written?;
     report.duration = started.elapsed();
     Ok(report)

@@ -85,6 +85,45 @@ where
     Ok(id)
 }
 
+/// [`begin`] for several writes at once (create intents committed together); the rows' ids in
+/// the order of `entries`, each of which carries its operation id.
+pub(super) async fn begin_all<'e, E>(
+    executor: E,
+    entries: &[&JournalEntry],
+) -> Result<Vec<i64>, StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let cols = Columns::of(entries.iter().copied());
+    // The ids come back as one array in the order of the input, matched by operation id (the
+    // order of RETURNING is not promised).
+    let q = sqlx::query_scalar::<_, Vec<Option<i64>>>(
+        "with ins as (
+             insert into journal (started_at, finished_at, epoch, holder, org_id, agent_id,
+                                  generation, action, outcome, assistant_id, operation_id, why,
+                                  lease)
+             select u.started_at, null, u.epoch, u.holder, u.org_id, u.agent_id, u.generation,
+                    u.action, 'pending', u.assistant_id, u.operation_id, u.why, u.lease
+             from unnest($1::timestamptz[], $2::timestamptz[], $3::int8[], $4::text[],
+                         $5::uuid[], $6::uuid[], $7::int8[], $8::text[], $9::text[],
+                         $10::text[], $11::uuid[], $12::text[], $13::text[])
+                  as u(started_at, finished_at, epoch, holder, org_id, agent_id, generation,
+                       action, outcome, assistant_id, operation_id, why, lease)
+             returning id, operation_id)
+         select coalesce(array_agg(ins.id order by o.ord), '{}')
+         from unnest($11::uuid[]) with ordinality as o(op, ord)
+         left join ins on ins.operation_id = o.op",
+    );
+    let ids = cols.bind(q).fetch_one(executor).await?;
+    if ids.len() != entries.len() || ids.iter().any(Option::is_none) {
+        return Err(StoreError::shared(
+            "other",
+            "a create's journal row came back without its operation id",
+        ));
+    }
+    Ok(ids.into_iter().flatten().collect())
+}
+
 /// Completes rows [`begin`] inserted (entries with an `id`) with their outcome.
 pub(super) async fn complete(pool: &PgPool, entries: &[&JournalEntry]) -> Result<(), StoreError> {
     if entries.is_empty() {

@@ -43,6 +43,9 @@ pub enum StoreError {
     /// Another replica took the lease: this one must stop writing.
     #[error("lost leadership: lease {name:?} is no longer at epoch {epoch}")]
     Fenced { name: String, epoch: i64 },
+    /// A write shared by several callers failed; each gets this copy of the error.
+    #[error("database: {message}")]
+    Shared { kind: &'static str, message: String },
 }
 
 impl StoreError {
@@ -54,8 +57,44 @@ impl StoreError {
             Self::Database(sqlx::Error::Database(_)) => "query",
             Self::Database(_) => "other",
             Self::Fenced { .. } => "fenced",
+            Self::Shared { kind, .. } => kind,
         }
     }
+
+    pub(crate) fn shared(kind: &'static str, message: &str) -> Self {
+        Self::Shared {
+            kind,
+            message: message.to_owned(),
+        }
+    }
+
+    /// This error again, for one more of the callers that shared the failed write.
+    pub(crate) fn for_each(&self) -> Self {
+        match self {
+            Self::Fenced { name, epoch } => Self::Fenced {
+                name: name.clone(),
+                epoch: *epoch,
+            },
+            Self::Database(e) => Self::Shared {
+                kind: self.kind(),
+                message: e.to_string(),
+            },
+            Self::Shared { kind, message } => Self::Shared {
+                kind,
+                message: message.clone(),
+            },
+        }
+    }
+}
+
+/// A create intent to record, with its create's pending journal row.
+#[derive(Debug, Clone)]
+pub struct NewIntent {
+    pub agent_id: Uuid,
+    pub intent: CreateIntent,
+    /// The epoch of the lease the agent's shard is written under.
+    pub epoch: i64,
+    pub row: JournalEntry,
 }
 
 /// The controller's verdict on one agent.
@@ -313,26 +352,28 @@ impl Store {
         Ok(tx)
     }
 
-    /// Records a create intent before its POST is sent and, in the same transaction, the
-    /// `pending` journal row of that POST (its id is returned): the two exist together or not at
-    /// all. `epoch` is the epoch of the lease the agent's shard is written under.
-    pub async fn record_intent(
+    /// Records create intents before their POSTs are sent and, in the same transaction, the
+    /// `pending` journal row of each POST: an intent and its row exist together or not at all.
+    /// The rows' ids, in the order of `intents`.
+    pub async fn record_intents(
         &self,
         fences: &[Fence],
-        epoch: i64,
-        intents: &[(Uuid, CreateIntent)],
-        write: &JournalEntry,
-    ) -> Result<i64, StoreError> {
-        let agents: Vec<Uuid> = intents.iter().map(|(a, _)| *a).collect();
-        let operations: Vec<Uuid> = intents.iter().map(|(_, i)| i.operation_id).collect();
-        let generations: Vec<i64> = intents.iter().map(|(_, i)| i.generation).collect();
-        let started: Vec<DateTime<Utc>> = intents.iter().map(|(_, i)| i.started_at).collect();
+        intents: &[NewIntent],
+    ) -> Result<Vec<i64>, StoreError> {
+        if intents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let agents: Vec<Uuid> = intents.iter().map(|n| n.agent_id).collect();
+        let operations: Vec<Uuid> = intents.iter().map(|n| n.intent.operation_id).collect();
+        let generations: Vec<i64> = intents.iter().map(|n| n.intent.generation).collect();
+        let epochs: Vec<i64> = intents.iter().map(|n| n.epoch).collect();
+        let started: Vec<DateTime<Utc>> = intents.iter().map(|n| n.intent.started_at).collect();
         let mut tx = self.fenced(fences).await?;
         sqlx::query(
             "insert into create_intents (agent_id, operation_id, generation, epoch, started_at)
-             select u.agent_id, u.operation_id, u.generation, $5, u.started_at
-             from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::timestamptz[])
-                  as u(agent_id, operation_id, generation, started_at)
+             select u.agent_id, u.operation_id, u.generation, u.epoch, u.started_at
+             from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::timestamptz[])
+                  as u(agent_id, operation_id, generation, epoch, started_at)
              on conflict (agent_id) do update set
                  operation_id = excluded.operation_id,
                  generation   = excluded.generation,
@@ -342,13 +383,14 @@ impl Store {
         .bind(&agents)
         .bind(&operations)
         .bind(&generations)
+        .bind(&epochs)
         .bind(&started)
-        .bind(epoch)
         .execute(&mut *tx)
         .await?;
-        let id = journal::begin(&mut *tx, write).await?;
+        let rows: Vec<&JournalEntry> = intents.iter().map(|n| &n.row).collect();
+        let ids = journal::begin_all(&mut *tx, &rows).await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Upserts a batch of outcomes and removes the create intents they settled, in one fenced
@@ -460,9 +502,23 @@ impl Store {
         journal::settle_creates(&self.pool, creates).await
     }
 
-    /// Inserts the `pending` journal row of a write about to be sent; returns its id.
+    /// Inserts the `pending` journal row of a PATCH or DELETE about to be sent; returns its id.
+    ///
+    /// The commit does not wait for the WAL flush (`synchronous_commit = off` for this
+    /// transaction only): the row is committed and visible before the request leaves, so a
+    /// controller that dies mid-call leaves it `pending` for the next leader, but only a crash of
+    /// Postgres itself within the WAL writer's delay (200 ms by default) could lose it. That
+    /// bounded gap buys a focused pass its reaction time back (a flush per edit); a PATCH or
+    /// DELETE is idempotent and re-derived from state, so nothing but the audit row is at stake.
+    /// Create intents, which prevent duplicates, are always flushed ([`Store::record_intents`]).
     pub async fn begin_write(&self, entry: &JournalEntry) -> Result<i64, StoreError> {
-        journal::begin(&self.pool, entry).await
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("set local synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let id = journal::begin(&mut *tx, entry).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Settles the pending journal rows earlier epochs of these leases left behind.
