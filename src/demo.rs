@@ -54,10 +54,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (server_url, private) = match &args.database_url {
         Some(url) => (url.clone(), None),
         None => {
+            let bindir = crate::pgtemp::find_bindir()?;
             screen.say("No DATABASE_URL: starting a private PostgreSQL server for this demo…");
             let started = Instant::now();
             let server = tokio::select! {
-                server = PrivatePostgres::start() => server?,
+                server = PrivatePostgres::start(bindir) => server?,
                 () = cancel.cancelled() => return Ok(()),
             };
             screen.say(&format!(

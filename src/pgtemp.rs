@@ -53,9 +53,9 @@ struct ServerUser {
 }
 
 impl PrivatePostgres {
-    /// Finds the binaries, initializes a cluster and starts it; ready to accept connections.
-    pub(crate) async fn start() -> anyhow::Result<Self> {
-        let bindir = find_bindir()?;
+    /// Initializes a cluster with the binaries in `bindir` (from [`find_bindir`]) and starts it;
+    /// ready to accept connections.
+    pub(crate) async fn start(bindir: PathBuf) -> anyhow::Result<Self> {
         reap_abandoned();
         let user = if running_as_root() {
             Some(server_user()?)
