@@ -512,7 +512,7 @@ async fn summary(pool: &PgPool, screen: &Screen) -> anyhow::Result<()> {
             .zip(whys.iter().map(String::as_str))
             .collect();
         println!(
-            "{} {name} ({org}) {}",
+            "{} {name} ({org}) — {}",
             screen.mark(&state),
             sentence(&state, &message, &steps)
         );
@@ -528,7 +528,7 @@ fn sentence(state: &str, message: &str, steps: &[(&str, &str)]) -> String {
             .trim_end_matches(" Nothing was sent.")
             .trim_end_matches('.');
         return match state {
-            "failed" => format!("was refused before any call to Vapi: {why}."),
+            "failed" => format!("refused before any call to Vapi: {why}."),
             _ => format!("is {state}: {why}."),
         };
     }
@@ -560,9 +560,9 @@ fn sentence(state: &str, message: &str, steps: &[(&str, &str)]) -> String {
         }
     }
     let now = match state {
-        "synced" => "it is in sync now".to_owned(),
-        "deleted" => "it is gone from Vapi, confirmed".to_owned(),
-        other => format!("it is {other} now: {message}"),
+        "synced" => "in sync now".to_owned(),
+        "deleted" => "gone from Vapi, confirmed".to_owned(),
+        other => format!("{other} now: {message}"),
     };
     let mut text = String::new();
     for (i, step) in told.iter().enumerate() {

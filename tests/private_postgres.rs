@@ -53,8 +53,8 @@ async fn without_database_url_the_demo_runs_on_a_private_server_and_removes_it()
         "No DATABASE_URL: starting a private PostgreSQL server",
         "controller log: ",
         "What happened to each agent:",
-        "Exercise coach (Lakeview Physio) was refused before any call to Vapi",
-        "Bookings (Lakeview Physio) created its assistant, then recreated its assistant",
+        "Exercise coach (Lakeview Physio) — refused before any call to Vapi",
+        "Bookings (Lakeview Physio) — created its assistant, then recreated its assistant",
         "The private PostgreSQL server is stopped and its files are removed.",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
