@@ -244,6 +244,9 @@ async fn story(
     screen.clear_progress();
     summary(&pool, screen).await?;
     pool.close().await;
+    if let Some(path) = &log {
+        screen.say(&format!("\nThe controller's log is kept in {}.", path.display()));
+    }
     if private {
         screen.say(
             "\nStopped. To keep the demo database for a look, run the demo with DATABASE_URL set.",

@@ -116,9 +116,7 @@ impl PrivatePostgres {
             .kill_on_drop(true);
         if let Some(user) = user {
             cmd.uid(user.uid).gid(user.gid);
-            if let Some(home) = &self.dir.to_str() {
-                cmd.env("HOME", home);
-            }
+            cmd.env("HOME", &self.dir);
         }
         Ok(cmd)
     }
@@ -315,7 +313,7 @@ fn default_candidates() -> Vec<PathBuf> {
             Some((version, e.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     dirs.extend(versions.into_iter().map(|(_, d)| d));
     dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
     dirs.dedup();
@@ -349,6 +347,15 @@ fn server_user() -> anyhow::Result<ServerUser> {
     )
 }
 
+/// Whether `pid` runs (a zombie, killed but not yet waited for, does not).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Stops and removes what a demo that was killed outright left behind (its owner is gone).
 fn reap_abandoned() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -361,10 +368,7 @@ fn reap_abandoned() {
             .to_str()
             .is_some_and(|n| n.starts_with(DIR_PREFIX));
         let owner = std::fs::read_to_string(path.join("owner")).unwrap_or_default();
-        let owner_alive = owner
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let owner_alive = owner.trim().parse::<u32>().is_ok_and(process_alive);
         if !is_ours || owner.is_empty() || owner_alive {
             continue;
         }
