@@ -245,7 +245,10 @@ async fn story(
     summary(&pool, screen).await?;
     pool.close().await;
     if let Some(path) = &log {
-        screen.say(&format!("\nThe controller's log is kept in {}.", path.display()));
+        screen.say(&format!(
+            "\nThe controller's log is kept in {}.",
+            path.display()
+        ));
     }
     if private {
         screen.say(
@@ -265,7 +268,7 @@ async fn create_database(url: &SecretString, name: &str) -> anyhow::Result<PgPoo
     // Fails within seconds naming the cause, never the password.
     let admin = crate::app::connect(url)
         .await
-        .context("set DATABASE_URL to a Postgres server the demo may create a database on")?;
+        .context("the demo creates its database on the server of DATABASE_URL (unset, it starts a private one)")?;
     // `name` is checked to be a plain identifier when the flags are parsed.
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
