@@ -364,21 +364,25 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// A Postgres server to create the demo database on (any database on it; the demo makes its own).
+    /// A Postgres server to create the demo database on (any database on it; the demo makes its
+    /// own). Without it the demo starts a private, throwaway server from the installed
+    /// PostgreSQL binaries and removes it on exit.
     #[arg(
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
-        value_parser = PostgresUrlParser,
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        value_parser = PostgresUrlParser
     )]
-    pub database_url: SecretString,
+    pub database_url: Option<SecretString>,
     /// Name of the demo database; dropped and recreated at every start.
     #[arg(long, default_value = "vapi_reconciler_demo", value_parser = database_name)]
     pub database: String,
     /// Time between passes in the demo.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub resync_interval: humantime::Duration,
+    /// Show the controller's log here instead of writing it to a file.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 // --- Per-organization Vapi keys: the encryption keyring and the `org-key` command. ---

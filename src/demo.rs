@@ -9,8 +9,10 @@
 //! controller's back in "Vapi", a save and a deletion in the "dashboard") so the repairs show.
 
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +25,7 @@ use uuid::Uuid;
 use crate::app::stop_on_signal;
 use crate::config::DemoArgs;
 use crate::credentials::{ApiKey, PlatformKey};
+use crate::pgtemp::PrivatePostgres;
 use crate::reconcile::MANAGED_BY;
 use crate::resilience::{BreakerConfig, Rate};
 use crate::settings::Settings;
@@ -30,13 +33,64 @@ use crate::simulator::Simulator;
 use crate::store::MIGRATOR;
 use crate::vapi::ClientConfig;
 
+/// Where the controller's log goes unless `--verbose` (`None` for other commands).
+pub fn log_file(command: &crate::config::Command) -> Option<PathBuf> {
+    match command {
+        crate::config::Command::Demo(args) if !args.verbose => Some(
+            std::env::temp_dir().join(format!("vapi-reconciler-demo-{}.log", std::process::id())),
+        ),
+        _ => None,
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    // Listening before anything starts: a Ctrl-C during the set-up still cleans up.
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    let screen = Screen::new();
+    let log = log_file(&crate::config::Command::Demo(args.clone()));
+    let (server_url, private) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let bindir = crate::pgtemp::find_bindir()?;
+            screen.say("No DATABASE_URL: starting a private PostgreSQL server for this demo…");
+            let started = Instant::now();
+            let server = tokio::select! {
+                server = PrivatePostgres::start(bindir) => server?,
+                () = cancel.cancelled() => return Ok(()),
+            };
+            screen.say(&format!(
+                "  ready in {:.1} s: {} (removed on exit)",
+                started.elapsed().as_secs_f64(),
+                server.describe()
+            ));
+            (server.url(), Some(server))
+        }
+    };
+    let result = story(&args, &server_url, private.is_some(), log, &screen, cancel).await;
+    if let Some(server) = private {
+        server.stop().await;
+        screen.say("The private PostgreSQL server is stopped and its files are removed.");
+    }
+    result
+}
+
+/// The demo proper, on the server `server_url` names.
+async fn story(
+    args: &DemoArgs,
+    server_url: &SecretString,
+    private: bool,
+    log: Option<PathBuf>,
+    screen: &Screen,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let DemoArgs {
-        database_url,
         database,
         resync_interval,
+        ..
     } = args;
-    let pool = create_database(&database_url, &database).await?;
+    let resync_interval = *resync_interval;
+    let pool = create_database(server_url, database).await?;
     MIGRATOR
         .run(&pool)
         .await
@@ -51,31 +105,62 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let key = ApiKey::new(&raw_key)?;
     let settings = demo_settings(&running.base_url(), resync_interval.into());
     let vapi = crate::app::vapi_client(&settings)?;
-    println!("demo database : {database} (dropped and recreated)");
-    println!(
+    let place = if private {
+        "on the private server"
+    } else {
+        "on the server of DATABASE_URL"
+    };
+    screen.say(&format!(
+        "demo database : {database} {place} (dropped and recreated)"
+    ));
+    screen.say(&format!(
         "Vapi simulator: {} (control API under /_sim)",
         running.base_url()
+    ));
+    screen.say(&format!(
+        "key in use    : fingerprint {}",
+        key.fingerprint()
+    ));
+    match &log {
+        Some(path) => screen.say(&format!(
+            "controller log: {} (--verbose shows it here)",
+            path.display()
+        )),
+        None => screen.say("controller log: below (--verbose)"),
+    }
+    screen.say(&format!(
+        "resync every  : {resync_interval}; Ctrl-C stops\n"
+    ));
+    screen.say(
+        "Seeded 3 clinics with 9 agents: among them a retired Vapi voice, an Azure voice Vapi \
+         no longer has, a name too long for Vapi and a spec that sets a field the controller owns.\n",
     );
-    println!("key in use    : fingerprint {}", key.fingerprint());
-    println!("resync every  : {resync_interval}; Ctrl-C stops\n");
 
     let controller = crate::app::controller(&settings, &pool, vapi, PlatformKey::fixed(key));
     let elector = crate::app::elector(&settings, &pool);
     let mut passes = controller.subscribe();
-    let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signal(cancel.clone()));
     let looping = controller.run(&elector, cancel.clone());
     let watching = async {
         let mut shown = HashMap::new();
+        let mut last = Vec::new();
         let mut printed = 0;
+        let mut announced = 0;
         while passes.changed().await.is_ok() {
             // The status also changes when a pass starts or leadership moves: print once per pass.
-            let done = passes.borrow_and_update().passes;
+            let (done, started) = {
+                let status = passes.borrow_and_update();
+                (status.passes, status.passes_started)
+            };
+            if started > done && started > announced {
+                announced = started;
+                screen.progress(&format!("… pass {started} running"));
+            }
             if done == printed {
                 continue;
             }
             printed = done;
-            print_table(&pool, done, &mut shown).await?;
+            screen.clear_progress();
+            print_table(&pool, done, &mut shown, &mut last, screen).await?;
             if done == 1 {
                 make_trouble(&pool, &sim).await?;
             }
@@ -90,11 +175,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     watched?;
     running.shutdown().await;
-    println!("\nStopped. The demo database is kept for a look:");
-    println!(
-        "  psql '{}' -c 'select name, state, reason, message from agent_sync_status'",
-        demo_url(&database_url, &database)
-    );
+    screen.clear_progress();
+    summary(&pool, screen).await?;
+    pool.close().await;
+    if let Some(path) = &log {
+        screen.say(&format!(
+            "\nThe controller's log is kept in {}.",
+            path.display()
+        ));
+    }
+    if private {
+        screen.say(
+            "\nStopped. To keep the demo database for a look, run the demo with DATABASE_URL set.",
+        );
+    } else {
+        screen.say("\nStopped. The demo database is kept for a look:");
+        screen.say(&format!(
+            "  psql '{}' -c 'select name, state, reason, message from agent_sync_status'",
+            demo_url(server_url, database)
+        ));
+    }
     Ok(())
 }
 
@@ -136,7 +236,7 @@ async fn create_database(url: &SecretString, name: &str) -> anyhow::Result<PgPoo
     // Fails within seconds naming the cause, never the password.
     let admin = crate::app::connect(url)
         .await
-        .context("set DATABASE_URL to a Postgres server the demo may create a database on")?;
+        .context("the demo creates its database on the server of DATABASE_URL (unset, it starts a private one)")?;
     // `name` is checked to be a plain identifier when the flags are parsed.
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
@@ -311,6 +411,8 @@ async fn print_table(
     pool: &PgPool,
     pass: u64,
     shown: &mut HashMap<String, String>,
+    last: &mut Vec<String>,
+    screen: &Screen,
 ) -> anyhow::Result<()> {
     type Row = (String, String, i64, String, String, String);
     let rows: Vec<Row> = sqlx::query_as(
@@ -324,21 +426,31 @@ async fn print_table(
     .fetch_all(pool)
     .await?;
     let synced = rows.iter().filter(|r| r.3 == "synced").count();
+    let at = chrono::Local::now().format("%H:%M:%S");
+    let seen: Vec<String> = rows
+        .iter()
+        .map(|(_, name, generation, state, reason, message)| {
+            format!("{name} {generation} {state} {reason} {message}")
+        })
+        .collect();
+    if *last == seen {
+        println!(
+            "── after pass {pass} at {at} ── nothing changed; {synced}/{} agents synced",
+            rows.len()
+        );
+        return Ok(());
+    }
+    *last = seen;
     println!(
-        "── after pass {pass} at {} ── {synced}/{} agents synced",
-        chrono::Local::now().format("%H:%M:%S"),
+        "── after pass {pass} at {at} ── {synced}/{} agents synced",
         rows.len()
     );
     for (org, name, generation, state, reason, message) in rows {
-        let mark = match state.as_str() {
-            "synced" => "✔",
-            "failed" => "✘",
-            "deleted" => "–",
-            _ => "…",
-        };
         println!(
-            "{mark} {org:<21} {:<30} gen {generation}  {state:<7} {reason}",
-            truncate(&name, 30)
+            "{} {org:<21} {:<30} gen {generation}  {} {reason}",
+            screen.mark(&state),
+            truncate(&name, 30),
+            screen.paint(&state, &format!("{state:<7}"))
         );
         if shown.get(&name) != Some(&message) {
             println!("      {message}");
@@ -347,6 +459,154 @@ async fn print_table(
     }
     println!();
     Ok(())
+}
+
+/// The closing screen: one sentence per agent, what the controller did and why it stands so.
+async fn summary(pool: &PgPool, screen: &Screen) -> anyhow::Result<()> {
+    type Row = (String, String, String, String, Vec<String>, Vec<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select o.name, a.name, coalesce(s.state, 'pending'), coalesce(s.message, ''),
+                array(select j.action || ':' || j.outcome from journal j
+                      where j.agent_id = a.id order by j.id),
+                array(select j.why from journal j where j.agent_id = a.id order by j.id)
+         from agents a join organizations o on o.id = a.org_id
+         left join agent_status s on s.agent_id = a.id
+         order by 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    println!("\nWhat happened to each agent:");
+    for (org, name, state, message, actions, whys) in rows {
+        let steps: Vec<(&str, &str)> = actions
+            .iter()
+            .map(String::as_str)
+            .zip(whys.iter().map(String::as_str))
+            .collect();
+        println!(
+            "{} {name} ({org}) — {}",
+            screen.mark(&state),
+            sentence(&state, &message, &steps)
+        );
+    }
+    Ok(())
+}
+
+/// One agent's story: its journaled writes in order with their reasons, then where it stands.
+fn sentence(state: &str, message: &str, steps: &[(&str, &str)]) -> String {
+    if steps.is_empty() {
+        let why = message
+            .trim_start_matches("The spec cannot be sent to Vapi: ")
+            .trim_end_matches(" Nothing was sent.")
+            .trim_end_matches('.');
+        return match state {
+            "failed" => format!("refused before any call to Vapi: {why}."),
+            _ => format!("is {state}: {why}."),
+        };
+    }
+    let mut told: Vec<String> = Vec::new();
+    let mut refused_voice = false;
+    for (action, why) in steps {
+        let step = match *action {
+            "create:ok" if refused_voice => "then created it with the fallback voice".to_owned(),
+            "create:ok" => match why.split_once("; voice ") {
+                Some((_, voice)) => format!("created its assistant, rewriting voice {voice}"),
+                None => "created its assistant".to_owned(),
+            },
+            "create:failed" => {
+                refused_voice = why.starts_with("Vapi refused voice");
+                format!("saw its first create refused ({why})")
+            }
+            "patch:ok" => format!("patched {}", why.trim_start_matches("drift: ")),
+            "recreate:ok" => "recreated its assistant, which was deleted in Vapi".to_owned(),
+            "delete:ok" if why.starts_with("duplicate") => {
+                "deleted a duplicate assistant (what a retried create leaves)".to_owned()
+            }
+            "delete:ok" => "deleted its assistant as the agent was deleted".to_owned(),
+            "adopt:ok" => "adopted an assistant it had created before".to_owned(),
+            other => format!("made a write that ended {other} ({why})"),
+        };
+        // A step repeated pass after pass is told once.
+        if told.last() != Some(&step) {
+            told.push(step);
+        }
+    }
+    let now = match state {
+        "synced" => "in sync now".to_owned(),
+        "deleted" => "gone from Vapi, confirmed".to_owned(),
+        other => format!("{other} now: {message}"),
+    };
+    let mut text = String::new();
+    for (i, step) in told.iter().enumerate() {
+        if i > 0 {
+            text.push_str(if step.starts_with("then ") {
+                ", "
+            } else {
+                ", then "
+            });
+        }
+        text.push_str(step);
+    }
+    format!("{text}; {now}.")
+}
+
+/// Narration on stdout; colour and a self-erasing progress line only on a terminal.
+struct Screen {
+    tty: bool,
+}
+
+impl Screen {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+
+    fn say(&self, text: &str) {
+        println!("{text}");
+    }
+
+    fn progress(&self, text: &str) {
+        if self.tty {
+            print!("\r\x1b[2K{}", self.paint("", text));
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn clear_progress(&self) {
+        if self.tty {
+            print!("\r\x1b[2K");
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    fn mark(&self, state: &str) -> String {
+        let mark = match state {
+            "synced" => "✔",
+            "failed" => "✘",
+            "deleted" => "–",
+            _ => "…",
+        };
+        self.paint(state, mark)
+    }
+
+    /// `text` in the colour of `state` (dim for anything else), on a terminal only.
+    fn paint(&self, state: &str, text: &str) -> String {
+        if !self.tty {
+            return text.to_owned();
+        }
+        let colour = match state {
+            "synced" => "32",
+            "failed" => "31",
+            "pending" | "drifted" => "33",
+            _ => "2",
+        };
+        format!("\x1b[{colour}m{text}\x1b[0m")
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -20,6 +20,8 @@ pub mod demo;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+// A private, throwaway PostgreSQL server for the demo.
+mod pgtemp;
 pub mod reconcile;
 pub mod resilience;
 pub mod settings;

@@ -9,7 +9,17 @@ use vapi_reconciler::{app, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The demo narrates on stdout; its controller's log goes to a file it names (or, with
+    // --verbose, to stderr as for every other command).
+    match vapi_reconciler::demo::log_file(&cli.command) {
+        Some(path) => {
+            if let Err(e) = telemetry::init_to_file(cli.log_format, &path) {
+                eprintln!("cannot write the demo's log to {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => telemetry::init(cli.log_format),
+    }
     // Settings that are wrong together stop the start before anything is connected.
     if let Err(e) = cli.validate() {
         tracing::error!("{e}");

@@ -1,4 +1,4 @@
-//! A real Prometheus server (Debian's `prometheus`, which `.ci/run` installs) scrapes the
+//! A real Prometheus server (Debian's `prometheus`, which `./test` installs) scrapes the
 //! controller on 127.0.0.1: drift introduced out of band shows up in the drift metrics and goes
 //! away once the controller has fixed it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,7 +48,7 @@ async fn query(prometheus: &str, q: &str) -> Option<f64> {
 #[sqlx::test]
 async fn prometheus_sees_drift_appear_and_disappear(pool: PgPool) {
     let binary = which("prometheus").expect(
-        "the Prometheus server is needed for this test: `apt-get install prometheus` (deploy/install-prometheus does it)",
+        "the Prometheus server is needed for this test: `apt-get install prometheus` (the README's ./test installs it)",
     );
     let mut env = common::env(pool.clone()).await;
     let metrics = Metrics::new("vapi-reconciler").unwrap();
