@@ -666,7 +666,7 @@ impl Controller {
             let between = passes.lock().await;
             let current = owned.borrow_and_update().clone();
             // Shards still waiting out a crashed holder's lease are left to a pass at `next`.
-            let (ownership, next) = current.ready();
+            let (ownership, _) = current.ready();
             let now_leading: Vec<u32> = ownership
                 .as_ref()
                 .map(|o| o.shards().owned().collect())
@@ -715,7 +715,13 @@ impl Controller {
             }
             drop(between);
             let now = tokio::time::Instant::now();
+            // A shard whose crashed holder's lease ran out while the pass ran is writable now: its
+            // wake-up lies in the past, so it is not waited for but passed over at once.
+            let (after, next) = current.ready();
+            let became_ready =
+                after.is_some_and(|o| o.shards().owned().ne(leading.iter().copied()));
             let wake = match (ownership.is_some(), next) {
+                (true, _) if became_ready => Wake::Extra(now),
                 (true, next) => {
                     let extra = [
                         self.lanes.next_probe(),

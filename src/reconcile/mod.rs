@@ -34,11 +34,11 @@
 //! removed providers) by rules kept as data, and [`validate`] then reports every problem
 //! Vapi would answer with a 400, each naming the field and the value.
 
-pub mod guard;
+pub(crate) mod guard;
 pub mod json;
 pub mod shard;
 pub mod validate;
-pub mod voice;
+pub(crate) mod voice;
 
 pub use shard::Shards;
 pub use voice::{Normalization, VoiceRules};

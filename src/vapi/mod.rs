@@ -10,7 +10,7 @@
 mod error;
 mod listing;
 mod resource;
-pub mod schema;
+pub(crate) mod schema;
 
 use std::collections::HashSet;
 use std::time::Duration;
