@@ -47,11 +47,11 @@ use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmarks the controller against the in-process Vapi simulator")]
 struct Args {
-    /// cold | ratelimited | steady | reaction | failover | all
+    /// cold | ratelimited | steady | tools | reaction | failover | all
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, reaction 100,
-    /// failover 100).
+    /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, tools 10000,
+    /// reaction 100, failover 100).
     #[arg(long)]
     agents: Option<usize>,
     /// Simulator latency per request, ms (cold, ratelimited, reaction, failover).
@@ -651,6 +651,77 @@ async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
             ),
         },
     ])
+}
+
+/// Tools per agent in the `tools` scenario.
+const TOOLS_PER_AGENT: usize = 6;
+
+/// A steady pass over agents that each call their own 6 tools: the tools are listed (one paged
+/// LIST per key), never looked up one by one, so the pass makes no call but the listings.
+async fn tools(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let n = args.agents.unwrap_or(10_000);
+    let env = Env::new(&args.database_url).await?;
+    env.insert_agents(n).await?;
+    sqlx::query(
+        "insert into tools (org_id, name, spec)
+         select $1, 'tool-' || g || '-' || k, jsonb_build_object(
+             'type', 'function',
+             'function', jsonb_build_object('name', 'tool' || k, 'description', 'Tool ' || k || ' of agent ' || g),
+             'server', jsonb_build_object('url', 'https://clinic.example/vapi/' || g || '/' || k))
+         from generate_series(1, $2::int) g, generate_series(1, $3::int) k",
+    )
+    .bind(env.org)
+    .bind(i32::try_from(n)?)
+    .bind(i32::try_from(TOOLS_PER_AGENT)?)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "update agents set tool_names = array(
+             select 'tool-' || substr(name, 7) || '-' || k from generate_series(1, $1::int) k)",
+    )
+    .bind(i32::try_from(TOOLS_PER_AGENT)?)
+    .execute(&env.pool)
+    .await?;
+    env.sim.sim.set_latency(Duration::ZERO);
+    let controller = env.controller(&bench_settings(
+        args.concurrency.max(64),
+        rate(100_000.0, 100_000),
+        rate(100_000.0, 100_000),
+    ));
+    let lead = env.lead().await?;
+    let cancel = CancellationToken::new();
+    let t_setup = Instant::now();
+    let setup = controller.pass(&lead, &cancel).await?;
+    let setup_wall = t_setup.elapsed().as_secs_f64();
+    let tools = n * TOOLS_PER_AGENT;
+    anyhow::ensure!(
+        setup.created == n && setup.tools.created == tools,
+        "setup pass created {} of {n} assistants and {} of {tools} tools",
+        setup.created,
+        setup.tools.created
+    );
+    env.sim.sim.reset_counters();
+    let q0 = QUERIES.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let report = controller.pass(&lead, &cancel).await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let queries = QUERIES.load(Ordering::Relaxed) - q0;
+    let counters = env.sim.sim.counters();
+    let total: u64 = counters.requests.iter().map(|r| r.count).sum();
+    let lists = counters.total("GET", "/assistant") + counters.total("GET", "/tool");
+    lead.release().await;
+    env.drop().await?;
+    Ok(vec![Row {
+        scenario: format!("tools steady (N={n}, {TOOLS_PER_AGENT} tools each): Vapi calls"),
+        measured: format!("{total} ({lists} LIST)"),
+        bound: "the listings, nothing else".to_owned(),
+        ratio: Some(total as f64 / lists.max(1) as f64),
+        note: format!(
+            "{} tools in sync, {} agents in sync, status writes {} + {}; pass wall {wall:.2} s; \
+                 {queries} queries; setup cold pass {setup_wall:.1} s",
+            report.tools.in_sync, report.in_sync, report.status_writes, report.tools.status_writes
+        ),
+    }])
 }
 
 async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
@@ -1508,11 +1579,18 @@ async fn main() -> anyhow::Result<()> {
     install_tracing();
     let args = Args::parse();
     let scenarios: Vec<&str> = match args.scenario.as_str() {
-        "all" => vec!["cold", "ratelimited", "steady", "reaction", "failover"],
-        s @ ("cold" | "ratelimited" | "steady" | "reaction" | "failover") => vec![s],
+        "all" => vec![
+            "cold",
+            "ratelimited",
+            "steady",
+            "tools",
+            "reaction",
+            "failover",
+        ],
+        s @ ("cold" | "ratelimited" | "steady" | "tools" | "reaction" | "failover") => vec![s],
         other => {
             anyhow::bail!(
-                "unknown scenario {other:?}: cold, ratelimited, steady, reaction, failover or all"
+                "unknown scenario {other:?}: cold, ratelimited, steady, tools, reaction, failover or all"
             )
         }
     };
@@ -1524,6 +1602,7 @@ async fn main() -> anyhow::Result<()> {
             "cold" => cold(&args).await?,
             "ratelimited" => ratelimited(&args).await?,
             "steady" => steady(&args).await?,
+            "tools" => tools(&args).await?,
             "reaction" => reaction(&args).await?,
             _ => failover(&args).await?,
         };

@@ -476,8 +476,39 @@ fn render_plan(view: &PlanView) -> String {
         }
         out.push('\n');
     }
-    for b in &view.blocked_agents {
+    for c in view.tool_changes.iter().chain(&view.number_changes) {
+        let mark = match c.action {
+            "create" | "recreate" => "+",
+            "delete" | "delete-duplicates" | "unbind" => "-",
+            "invalid" | "blocked" | "not-found" | "ambiguous" => "!",
+            _ => "~",
+        };
+        let kind = if c.kind == "tool" { "tool" } else { "number" };
+        let _ = write!(
+            out,
+            "  {mark} {:<17} {kind} {} ({})",
+            c.action, c.name, c.id
+        );
+        if let Some(v) = &c.vapi_id {
+            let _ = write!(out, " {v}");
+        }
+        if !c.fields.is_empty() {
+            let _ = write!(out, ": {}", crate::reconcile::describe_drift(&c.fields));
+        }
+        if !c.detail.is_empty() {
+            let _ = write!(out, ": {}", c.detail);
+        }
+        out.push('\n');
+    }
+    for b in view.blocked_agents.iter().chain(&view.waiting_agents) {
         let _ = writeln!(out, "  ! {:<17} {}: {}", b.reason, b.agent_id, b.message);
+    }
+    if view.tool_guard.exceeded() {
+        let _ = writeln!(
+            out,
+            "The blast-radius guard would hold the tools' writes: {} deletes and {} recreates exceed the limit of {}.",
+            view.tool_guard.deletes, view.tool_guard.recreates, view.tool_guard.limit
+        );
     }
     if view.guard_exceeded {
         let _ = writeln!(

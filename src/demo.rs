@@ -99,9 +99,13 @@ async fn story(
 
     let sim = Simulator::new();
     let raw_key = Uuid::new_v4().to_string();
-    sim.add_key(&raw_key, &Uuid::new_v4().to_string());
+    let vapi_org = Uuid::new_v4().to_string();
+    sim.add_key(&raw_key, &vapi_org);
     sim.set_missing_azure_voices(vec!["en-US-AmberNeural".to_owned()]);
     let running = sim.clone().start(([127, 0, 0, 1], 0).into()).await?;
+    for (_, number, _) in FRONT_DESKS {
+        sim.seed_phone_number(&vapi_org, number);
+    }
     let key = ApiKey::new(&raw_key)?;
     let settings = demo_settings(&running.base_url(), resync_interval.into());
     let vapi = crate::app::vapi_client(&settings)?;
@@ -132,8 +136,10 @@ async fn story(
         "resync every  : {resync_interval}; Ctrl-C stops\n"
     ));
     screen.say(
-        "Seeded 3 clinics with 9 agents: among them a retired Vapi voice, an Azure voice Vapi \
-         no longer has, a name too long for Vapi and a spec that sets a field the controller owns.\n",
+        "Seeded 3 clinics with 9 agents, each calling the clinic's checkAvailability and \
+         bookClinicAppointment tools, and a phone number per clinic for its front desk: among the \
+         agents a retired Vapi voice, an Azure voice Vapi no longer has, a name too long for Vapi \
+         and a spec that sets a field the controller owns.\n",
     );
 
     let controller = crate::app::controller(&settings, &pool, vapi, PlatformKey::fixed(key));
@@ -335,17 +341,67 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
         .bind(clinic)
         .fetch_one(pool)
         .await?;
-        for (name, spec) in agents {
-            sqlx::query("insert into agents (org_id, name, spec) values ($1, $2, $3)")
+        // Every clinic's tools, on its own backend; every agent calls both, in this order.
+        let host = clinic.to_lowercase().replace(' ', "-");
+        for (tool, what) in [
+            (
+                "checkAvailability",
+                "Finds free appointment slots on a date.",
+            ),
+            (
+                "bookClinicAppointment",
+                "Books an appointment in a free slot.",
+            ),
+        ] {
+            sqlx::query("insert into tools (org_id, name, spec) values ($1, $2, $3)")
                 .bind(org)
-                .bind(name)
-                .bind(spec)
+                .bind(tool)
+                .bind(json!({
+                    "type": "function",
+                    "function": {"name": tool, "description": what,
+                                 "parameters": {"type": "object",
+                                                "properties": {"date": {"type": "string"}}}},
+                    "server": {"url": format!("https://{host}.example/vapi/{tool}")}
+                }))
                 .execute(pool)
                 .await?;
         }
+        for (name, spec) in agents {
+            sqlx::query(
+                "insert into agents (org_id, name, spec, tool_names)
+                 values ($1, $2, $3, '{checkAvailability,bookClinicAppointment}')",
+            )
+            .bind(org)
+            .bind(name)
+            .bind(spec)
+            .execute(pool)
+            .await?;
+        }
+        // The front desk (the clinic's first agent) answers the clinic's number.
+        sqlx::query(
+            "insert into phone_numbers (org_id, number, agent_id)
+             select $1, $2, id from agents where org_id = $1 and name = $3",
+        )
+        .bind(org)
+        .bind(
+            FRONT_DESKS
+                .iter()
+                .find(|(c, _, _)| *c == clinic)
+                .map(|(_, n, _)| *n),
+        )
+        .bind(agents[0].0)
+        .execute(pool)
+        .await?;
     }
     Ok(())
 }
+
+/// Each clinic's number (bought in Vapi, as numbers are) and its front desk.
+const FRONT_DESKS: [(&str, &str, &str); 3] = [
+    ("Harbor Family Clinic", "+15550100001", "Front desk"),
+    ("Northside Dental", "+15550100002", "Reception"),
+    ("Lakeview Physio", "+15550100003", "Bookings"),
+];
 
 /// Edits behind the controller's back, so the next pass has something to repair.
 async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
@@ -358,15 +414,22 @@ async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
         .await
     };
     println!("Making trouble:");
-    if let Some(id) = assistant("Front desk").await? {
-        sim.edit_out_of_band(&id, json!({"model": prompt("Be rude to callers.")}));
-        println!("  - someone rewrote the system prompt of 'Front desk' in the Vapi dashboard");
+    if let Some(id) = assistant("Reception").await? {
+        let mut model = prompt("Be rude to callers.");
+        // The edit keeps the tools: only the prompt was rewritten.
+        if let Some(tools) = sim.assistant(&id).map(|a| a["model"]["toolIds"].clone()) {
+            model["toolIds"] = tools;
+        }
+        sim.edit_out_of_band(&id, json!({"model": model}));
+        println!("  - someone rewrote the system prompt of 'Reception' in the Vapi dashboard");
     }
-    if let Some(id) = assistant("Bookings").await? {
+    if let Some(id) = assistant("Front desk").await? {
         sim.delete_out_of_band(&id);
-        println!("  - someone deleted the assistant of 'Bookings' in the Vapi dashboard");
+        println!(
+            "  - someone deleted the assistant of 'Front desk' in the Vapi dashboard: the clinic's number +15550100001 rings a dead assistant"
+        );
     }
-    if let Some(id) = assistant("Front desk").await? {
+    if let Some(id) = assistant("Reception").await? {
         // What a retried POST whose first answer was lost leaves behind.
         if let Some(original) = sim.assistant(&id) {
             let mut copy = original.clone();
@@ -378,7 +441,7 @@ async fn make_trouble(pool: &PgPool, sim: &Simulator) -> anyhow::Result<()> {
             let org = original["orgId"].as_str().unwrap_or_default().to_owned();
             sim.create_out_of_band(&org, copy);
             println!(
-                "  - a duplicate of 'Front desk' appeared (a retried create), marked {MANAGED_BY}"
+                "  - a duplicate of 'Reception' appeared (a retried create), marked {MANAGED_BY}"
             );
         }
     }
@@ -415,9 +478,18 @@ async fn print_table(
     screen: &Screen,
 ) -> anyhow::Result<()> {
     type Row = (String, String, i64, String, String, String);
+    // An agent's line says how many of its tools its assistant was last given (model.toolIds).
     let rows: Vec<Row> = sqlx::query_as(
-        "select o.name, v.name, v.generation, v.state, v.reason, v.message
+        "select o.name, v.name, v.generation, v.state, v.reason || case
+                  when cardinality(a.tool_names) = 0 then ''
+                  else '  tools ' || coalesce(jsonb_array_length(case when jsonb_typeof(
+                       s.applied->'model'->'toolIds') = 'array'
+                       then s.applied->'model'->'toolIds' end), 0)
+                       || '/' || cardinality(a.tool_names) end,
+                v.message
          from agent_sync_status v join organizations o on o.id = v.org_id
+         join agents a on a.id = v.agent_id
+         left join agent_status s on s.agent_id = v.agent_id
          union all
          select o.name, d.name || ' (deleted)', d.generation, d.state, d.reason, d.message
          from agent_deletion_status d join organizations o on o.id = d.org_id
@@ -427,12 +499,29 @@ async fn print_table(
     .await?;
     let synced = rows.iter().filter(|r| r.3 == "synced").count();
     let at = chrono::Local::now().format("%H:%M:%S");
-    let seen: Vec<String> = rows
+    // The tools and the numbers, from their own views, as a dashboard reads them.
+    let tools: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "select o.name, t.name, t.state, t.reason, t.message
+         from tool_sync_status t join organizations o on o.id = t.org_id order by 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let numbers: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "select o.name, coalesce(p.number, p.vapi_phone_number_id, ''),
+                coalesce(a.name, 'nobody'), p.state, p.reason, p.message
+         from phone_number_sync_status p join organizations o on o.id = p.org_id
+         left join agents a on a.id = p.agent_id order by 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut seen: Vec<String> = rows
         .iter()
         .map(|(_, name, generation, state, reason, message)| {
             format!("{name} {generation} {state} {reason} {message}")
         })
         .collect();
+    seen.extend(tools.iter().map(|t| format!("{t:?}")));
+    seen.extend(numbers.iter().map(|n| format!("{n:?}")));
     if *last == seen {
         println!(
             "── after pass {pass} at {at} ── nothing changed; {synced}/{} agents synced",
@@ -457,6 +546,29 @@ async fn print_table(
             shown.insert(name, message);
         }
     }
+    let tools_synced = tools.iter().filter(|t| t.2 == "synced").count();
+    println!("  tools: {tools_synced}/{} synced", tools.len());
+    for (org, name, state, reason, message) in tools.iter().filter(|t| t.2 != "synced") {
+        println!(
+            "{} {org:<21} tool {:<25} {} {reason}\n      {message}",
+            screen.mark(state),
+            truncate(name, 25),
+            screen.paint(state, &format!("{state:<7}"))
+        );
+    }
+    for (org, number, agent, state, reason, message) in numbers {
+        println!(
+            "{} {org:<21} ☎ {number} → {:<16} {} {reason}",
+            screen.mark(&state),
+            truncate(&agent, 16),
+            screen.paint(&state, &format!("{state:<7}"))
+        );
+        let key = format!("number {number}");
+        if shown.get(&key) != Some(&message) {
+            println!("      {message}");
+            shown.insert(key, message);
+        }
+    }
     println!();
     Ok(())
 }
@@ -466,7 +578,8 @@ async fn summary(pool: &PgPool, screen: &Screen) -> anyhow::Result<()> {
     type Row = (String, String, String, String, Vec<String>, Vec<String>);
     let rows: Vec<Row> = sqlx::query_as(
         "select o.name, a.name, coalesce(s.state, 'pending'), coalesce(s.message, ''),
-                array(select j.action || ':' || j.outcome from journal j
+                array(select case when j.kind = 'phone_number' then 'number' else j.action end
+                             || ':' || j.outcome from journal j
                       where j.agent_id = a.id order by j.id),
                 array(select j.why from journal j where j.agent_id = a.id order by j.id)
          from agents a join organizations o on o.id = a.org_id
@@ -526,6 +639,13 @@ fn sentence(state: &str, message: &str, steps: &[(&str, &str)]) -> String {
             }
             "delete:ok" => "deleted its assistant as the agent was deleted".to_owned(),
             "adopt:ok" => "adopted an assistant it had created before".to_owned(),
+            "number:ok" => match why.split_once(": ring ") {
+                Some((number, rest)) => format!(
+                    "pointed its number {number} at {}",
+                    rest.split(" (").next().unwrap_or(rest)
+                ),
+                None => format!("re-pointed its number ({why})"),
+            },
             other => format!("made a write that ended {other} ({why})"),
         };
         // A step repeated pass after pass is told once.

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub workqueue_retries_total: IntCounter,
     pub leader_election_master_status: IntGaugeVec,
     pub agents: IntGaugeVec,
+    pub resources: IntGaugeVec,
     pub drift: IntGaugeVec,
     pub oldest_drift_age_seconds: Gauge,
     pub actions_total: IntCounterVec,
@@ -50,6 +51,12 @@ pub struct Metrics {
 /// States, drift kinds and breaker states, pre-created so a zero is a zero, not an absence.
 pub const AGENT_STATES: &[&str] = &[
     "pending", "synced", "failed", "drifted", "paused", "deleted",
+];
+/// The kinds the controller converges, the bounded `kind` label of `vapi_reconciler_resources`.
+pub const RESOURCE_KINDS: &[&str] = &["assistant", "tool", "phone_number"];
+/// Every state a resource of any kind can be in (`blocked`: a deleted tool still called).
+pub const RESOURCE_STATES: &[&str] = &[
+    "pending", "synced", "failed", "drifted", "paused", "deleted", "blocked",
 ];
 pub const DRIFT_KINDS: &[&str] = &["missing", "diverged", "orphaned", "duplicate"];
 pub const BREAKER_STATES: &[&str] = &["closed", "open", "half-open"];
@@ -116,6 +123,13 @@ impl Metrics {
                     "Agents by sync state after the last pass.",
                 ),
                 &["state"],
+            )?,
+            resources: IntGaugeVec::new(
+                c(
+                    "vapi_reconciler_resources",
+                    "Resources by kind (assistant, tool, phone_number) and sync state after the last full pass.",
+                ),
+                &["kind", "state"],
             )?,
             drift: IntGaugeVec::new(
                 c(
@@ -215,6 +229,11 @@ impl Metrics {
         for s in AGENT_STATES {
             m.agents.with_label_values(&[s]).set(0);
         }
+        for k in RESOURCE_KINDS {
+            for s in RESOURCE_STATES {
+                m.resources.with_label_values(&[k, s]).set(0);
+            }
+        }
         for k in DRIFT_KINDS {
             m.drift.with_label_values(&[k]).set(0);
         }
@@ -241,6 +260,7 @@ impl Metrics {
             Box::new(self.workqueue_retries_total.clone()),
             Box::new(self.leader_election_master_status.clone()),
             Box::new(self.agents.clone()),
+            Box::new(self.resources.clone()),
             Box::new(self.drift.clone()),
             Box::new(self.oldest_drift_age_seconds.clone()),
             Box::new(self.actions_total.clone()),

@@ -321,6 +321,10 @@ async fn the_demo_shows_failures_and_repairs_then_stops_on_ctrl_c() {
         "AssistantRecreated",
         "Deleted duplicate assistant(s)",
         "Refill line (deleted)",
+        "tools: 6/6 synced",
+        "☎ +15550100001 → Front desk",
+        // The front desk's assistant was deleted in Vapi: recreated, then its number re-pointed.
+        "then recreated its assistant, which was deleted in Vapi, then pointed its number +15550100001 at assistant",
         "Stopped.",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

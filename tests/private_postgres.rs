@@ -54,7 +54,8 @@ async fn without_database_url_the_demo_runs_on_a_private_server_and_removes_it()
         "controller log: ",
         "What happened to each agent:",
         "Exercise coach (Lakeview Physio) — refused before any call to Vapi",
-        "Bookings (Lakeview Physio) — created its assistant, then recreated its assistant",
+        "Front desk (Harbor Family Clinic) — created its assistant, then pointed its number",
+        "then recreated its assistant, which was deleted in Vapi, then pointed its number",
         "The private PostgreSQL server is stopped and its files are removed.",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

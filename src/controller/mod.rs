@@ -16,6 +16,7 @@ mod apply;
 mod intents;
 mod lane;
 pub mod listen;
+mod numbers;
 mod outcome;
 #[cfg(test)]
 mod outcome_tests;
@@ -25,6 +26,7 @@ mod record;
 mod requeue;
 mod schedule;
 mod survey;
+mod tools;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -473,6 +475,20 @@ impl Controller {
             m.agents
                 .with_label_values(&[s])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if r.full {
+            for (kind, states) in [
+                ("assistant", &r.states),
+                ("tool", &r.tools.states),
+                ("phone_number", &r.phone_numbers.states),
+            ] {
+                for s in metrics::RESOURCE_STATES {
+                    let n = states.values().filter(|v| v.as_str() == *s).count();
+                    m.resources
+                        .with_label_values(&[kind, s])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
         }
         for (kind, n) in [
             ("missing", r.missing),

@@ -14,7 +14,7 @@ use crate::reconcile::{
     Action, Decision, Drift, FALLBACK_RULE, Mode, Normalization, describe_drift,
     describe_normalization, drift_paths,
 };
-use crate::store::{CreateSettled, JournalEntry, StatusUpdate, SyncState};
+use crate::store::{CreateSettled, JournalEntry, ResourceStatus, StatusUpdate, SyncState};
 use crate::vapi::VapiError;
 
 /// Why an agent is in its state.
@@ -55,6 +55,20 @@ pub enum Reason {
     /// Vapi's answer to the controller's own write still differs from the spec (changed in Vapi
     /// meanwhile, or a repair failed): not synced, a full pass follows.
     AnswerDiffers,
+    /// An agent's tool is not synced yet: nothing is sent until every tool it names has an id.
+    WaitingForTool,
+    /// A deleted tool still called by live agents: kept in Vapi.
+    StillReferenced,
+    /// A tool deleted in Vapi was created again; its assistants take the new id.
+    ToolRecreated,
+    /// A phone number was pointed at its agent's assistant.
+    Bound,
+    /// A phone number was unbound (its agent is deleted, or it is bound to nobody).
+    Unbound,
+    /// A phone number waits for its agent to have an assistant.
+    WaitingForAssistant,
+    NumberNotFound,
+    NumberAmbiguous,
 }
 
 impl Reason {
@@ -86,6 +100,14 @@ impl Reason {
             Self::VapiBadResponse => "VapiBadResponse",
             Self::VapiUnexpectedStatus => "VapiUnexpectedStatus",
             Self::AnswerDiffers => "AnswerDiffers",
+            Self::WaitingForTool => "WaitingForTool",
+            Self::StillReferenced => "StillReferenced",
+            Self::ToolRecreated => "ToolRecreated",
+            Self::Bound => "Bound",
+            Self::Unbound => "Unbound",
+            Self::WaitingForAssistant => "WaitingForAssistant",
+            Self::NumberNotFound => "NumberNotFound",
+            Self::NumberAmbiguous => "NumberAmbiguous",
         }
     }
 
@@ -119,6 +141,15 @@ impl Reason {
             CallError::Quarantined { .. } => Self::CredentialsRejected,
             // Stopped calls are skipped before they reach a status; this is only a fallback.
             CallError::Stopped => Self::VapiUnreachable,
+        }
+    }
+
+    /// The state a failed call leaves: requeued (pending) when the breaker refused it, else failed.
+    pub fn call_state(self) -> SyncState {
+        if self == Self::CircuitOpen {
+            SyncState::Pending
+        } else {
+            SyncState::Failed
         }
     }
 
@@ -211,11 +242,7 @@ impl Outcome {
         key_fingerprint: &str,
     ) -> Self {
         let reason = Reason::of_call(err);
-        let state = if reason == Reason::CircuitOpen {
-            SyncState::Pending
-        } else {
-            SyncState::Failed
-        };
+        let state = reason.call_state();
         // Only a call that reached Vapi counts as an attempt.
         let attempted = matches!(err, CallError::Vapi(_));
         Self::other(
@@ -284,6 +311,50 @@ impl Outcome {
             key_fingerprint: self.key_fingerprint.clone(),
         }
     }
+}
+
+/// A tool's or phone number's status row (the agents' [`Outcome`] for the other kinds).
+pub(crate) fn resource_status(
+    id: Uuid,
+    generation: i64,
+    state: SyncState,
+    reason: Reason,
+    message: &str,
+) -> ResourceStatus {
+    ResourceStatus {
+        id,
+        vapi_id: None,
+        assistant_id: None,
+        observed_generation: generation,
+        state,
+        reason: reason.as_str(),
+        message: bounded(message, MESSAGE_MAX),
+        drift: Vec::new(),
+        applied: None,
+        attempted: false,
+        key_fingerprint: None,
+    }
+}
+
+/// A tool's or phone number's status after a failed call, as [`Outcome::call_failed`].
+pub(crate) fn resource_call_failed(
+    id: Uuid,
+    generation: i64,
+    what: &str,
+    err: &CallError,
+    key_fingerprint: &str,
+) -> ResourceStatus {
+    let reason = Reason::of_call(err);
+    let mut s = resource_status(
+        id,
+        generation,
+        reason.call_state(),
+        reason,
+        &call_failure_message(what, err, key_fingerprint),
+    );
+    s.attempted = matches!(err, CallError::Vapi(_));
+    s.key_fingerprint = Some(key_fingerprint.to_owned());
+    s
 }
 
 /// The longest status message stored, in bytes; longer ones end in a marker with the full size.

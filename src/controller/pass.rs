@@ -110,6 +110,13 @@ pub struct PassReport {
     pub blocked: Option<Blocked>,
     /// The guard's limit was exceeded and this confirmed block let the pass run.
     pub confirmed_block: Option<i64>,
+    /// A full pass (it saw every resource of the shards owned), not a focused one.
+    #[serde(skip)]
+    pub full: bool,
+    /// The tools stage (full passes only).
+    pub tools: super::tools::ToolReport,
+    /// The phone-number stage (full passes only).
+    pub phone_numbers: super::numbers::NumberReport,
     /// Wall time of the pass, in seconds.
     #[serde(rename = "duration_seconds", with = "as_seconds")]
     pub duration: Duration,
@@ -189,12 +196,19 @@ const STATUS_BATCH: usize = 500;
 const BLOCK_SAMPLE: usize = 20;
 
 pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassReport, PassError> {
+    let full = matches!(scope, Scope::All);
+    // Tools first: the survey resolves the agents' tool references from what this stage records.
+    let tools = if full {
+        super::tools::converge_tools(ctx).await?
+    } else {
+        super::tools::ToolReport::default()
+    };
     let Survey {
         started,
         mut report,
         recorded,
-        plan,
-        decision_lanes,
+        mut plan,
+        mut decision_lanes,
         stray_lanes,
         early,
         orphans_known,
@@ -227,7 +241,31 @@ pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassRep
         }
     }
     record(ctx, early, &recorded, &mut report).await?;
-    guard_and_execute(
+    report.tools = tools;
+    report.full = full;
+    // Numbers of deleted agents are unbound before their assistants are deleted; an agent whose
+    // number is still bound keeps its assistant this pass (no call may ring a deleted assistant).
+    let mut numbers = super::numbers::Numbers::default();
+    if full {
+        let held = numbers.unbind(ctx).await?;
+        if !held.is_empty() {
+            let (kept, lanes): (Vec<_>, Vec<_>) = plan
+                .decisions
+                .into_iter()
+                .zip(decision_lanes)
+                .filter(|(d, _)| {
+                    let hold = held.contains(&d.agent_id) && matches!(d.action, Action::Delete { .. });
+                    if hold {
+                        tracing::warn!(agent_id = %d.agent_id, "assistant not deleted: its phone number could not be unbound first");
+                    }
+                    !hold
+                })
+                .unzip();
+            plan.decisions = kept;
+            decision_lanes = lanes;
+        }
+    }
+    let mut report = guard_and_execute(
         ctx,
         plan,
         decision_lanes,
@@ -236,7 +274,14 @@ pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassRep
         report,
         started,
     )
-    .await
+    .await?;
+    if full {
+        // After the assistants are recorded: a recreated assistant's number follows at once.
+        numbers.point(ctx).await?;
+        report.phone_numbers = numbers.report;
+        report.duration = started.elapsed();
+    }
+    Ok(report)
 }
 
 async fn guard_and_execute(

@@ -62,14 +62,51 @@ pub struct PlanView {
     pub guard: Impact,
     /// The guard would stop this pass until an operator confirms.
     pub guard_exceeded: bool,
+    /// Agents that wait for a tool (its change is among `tool_changes`, or it is failing there).
+    pub waiting_agents: Vec<Blocker>,
+    /// Tools the tools stage would create, patch, recreate or delete, and those it cannot act on.
+    pub tool_changes: Vec<ResourceChange>,
+    /// What the guard counts of the tools (deletes and recreates, against the tool fleet).
+    pub tool_guard: Impact,
+    /// Phone numbers that would be re-pointed (or cannot be found).
+    pub number_changes: Vec<ResourceChange>,
+}
+
+/// One tool's or phone number's planned change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResourceChange {
+    /// `tool` or `phone_number`.
+    pub kind: &'static str,
+    /// The row (`tools.id`, `phone_numbers.id`).
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The tool's name, or the number.
+    pub name: String,
+    /// `create`, `recreate`, `patch`, `delete`, `adopt`, `delete-duplicates`, `point`, `unbind`,
+    /// or, for what cannot be acted on, `invalid`, `blocked`, `not-found`, `ambiguous`.
+    pub action: &'static str,
+    /// The Vapi object it concerns.
+    pub vapi_id: Option<String>,
+    pub fields: Vec<Drift>,
+    pub detail: String,
 }
 
 impl PlanView {
     /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 errors.
     pub fn exit_code(&self) -> u8 {
-        if !self.blocked_agents.is_empty() {
+        let failing =
+            |c: &ResourceChange| matches!(c.action, "invalid" | "not-found" | "ambiguous");
+        if !self.blocked_agents.is_empty()
+            || self.tool_changes.iter().any(failing)
+            || self.number_changes.iter().any(failing)
+        {
             1
-        } else if !self.changes.is_empty() || self.orphans.iter().any(|o| o["action"] == "delete") {
+        } else if !self.changes.is_empty()
+            || !self.waiting_agents.is_empty()
+            || !self.tool_changes.is_empty()
+            || !self.number_changes.is_empty()
+            || self.orphans.iter().any(|o| o["action"] == "delete")
+        {
             2
         } else {
             0
@@ -89,9 +126,14 @@ pub(super) async fn preview(
     ctx: &PassContext<'_>,
     filter: &PlanFilter,
 ) -> Result<PlanView, PassError> {
+    let tools = super::tools::survey_tools(ctx).await?;
     let survey = survey(ctx, Scope::All).await?;
     let enforcing = |mode: Mode| mode == Mode::Enforce && !ctx.settings.dry_run;
     let mut view = PlanView {
+        waiting_agents: Vec::new(),
+        tool_changes: tool_changes(&tools, filter),
+        tool_guard: super::tools::assess(&tools.groups, ctx),
+        number_changes: super::numbers::preview(ctx, filter).await?,
         changes: Vec::new(),
         orphans: Vec::new(),
         blocked_agents: Vec::new(),
@@ -153,7 +195,12 @@ pub(super) async fn preview(
     }
     for done in &survey.early {
         if let Some(o) = done.status.as_ref() {
-            view.blocked_agents.push(Blocker {
+            let list = if o.reason == super::Reason::WaitingForTool {
+                &mut view.waiting_agents
+            } else {
+                &mut view.blocked_agents
+            };
+            list.push(Blocker {
                 agent_id: o.agent_id,
                 reason: o.reason.as_str(),
                 message: o.message.clone(),
@@ -181,6 +228,75 @@ pub(super) async fn preview(
             .collect();
     }
     Ok(view)
+}
+
+fn tool_changes(tools: &super::tools::ToolSurvey, filter: &PlanFilter) -> Vec<ResourceChange> {
+    use crate::reconcile::tools::ToolAction;
+    let mut out = Vec::new();
+    for d in tools.groups.iter().flat_map(|(_, p)| &p.decisions) {
+        if filter.agent.is_some() || filter.org.is_some_and(|o| o != d.org_id) {
+            continue;
+        }
+        let (action, vapi_id, fields, detail) = match &d.action {
+            ToolAction::Create { .. } => ("create", None, Vec::new(), String::new()),
+            ToolAction::Recreate { previous_id, .. } => (
+                "recreate",
+                Some(previous_id.clone()),
+                Vec::new(),
+                "gone from Vapi; the assistants calling it take the new id".to_owned(),
+            ),
+            ToolAction::Patch { tool_id, drift, .. } => {
+                ("patch", Some(tool_id.clone()), drift.clone(), String::new())
+            }
+            ToolAction::Delete { tool_ids } => (
+                "delete",
+                Some(tool_ids.join(",")),
+                Vec::new(),
+                String::new(),
+            ),
+            ToolAction::InSync {
+                tool_id,
+                adopted: true,
+            } => ("adopt", Some(tool_id.clone()), Vec::new(), String::new()),
+            ToolAction::Invalid { problems } => ("invalid", None, Vec::new(), problems.join("; ")),
+            ToolAction::StillReferenced { agents } => (
+                "blocked",
+                None,
+                Vec::new(),
+                format!("deleted but still called by {}", agents.join(", ")),
+            ),
+            _ if !d.duplicates.is_empty() => (
+                "delete-duplicates",
+                None,
+                Vec::new(),
+                d.duplicates.join(","),
+            ),
+            _ => continue,
+        };
+        out.push(ResourceChange {
+            kind: "tool",
+            id: d.tool_id,
+            org_id: d.org_id,
+            name: d.name.clone(),
+            action,
+            vapi_id,
+            fields,
+            detail,
+        });
+    }
+    for s in &tools.early {
+        out.push(ResourceChange {
+            kind: "tool",
+            id: s.id,
+            org_id: Uuid::nil(),
+            name: String::new(),
+            action: "invalid",
+            vapi_id: None,
+            fields: Vec::new(),
+            detail: s.message.clone(),
+        });
+    }
+    out
 }
 
 /// The gate a preview runs under: it never writes.

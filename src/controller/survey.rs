@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::lane::{CallError, Lane};
 use super::outcome::{self, Done, Outcome, Reason};
 use super::pass::{PassContext, PassError, PassReport, Scope};
+use crate::reconcile::tools::{Resolved, ToolState, resolve};
 use crate::reconcile::{self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput};
 use crate::store::{RecordedStatus, SyncState};
 use crate::vapi::Unreadable;
@@ -83,7 +84,17 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     // be read gets nothing: falling back to the platform key would write to another Vapi org.
     let mut groups: HashMap<String, (Arc<Lane>, Vec<DesiredAgent>)> = HashMap::new();
     let mut early = Vec::new();
-    for (agent, status) in rows {
+    // Tool references resolve against what `tool_status` records now (the tools stage ran first
+    // in a full pass): an agent whose tool has no id yet waits, and nothing is sent for it.
+    let tool_states = if rows
+        .iter()
+        .any(|(a, _)| !a.deleted && !a.tool_names.is_empty())
+    {
+        ctx.store.tool_states(ctx.owner.shards()).await?
+    } else {
+        HashMap::new()
+    };
+    for (mut agent, status) in rows {
         if let Some(status) = status {
             recorded.insert(agent.id, status);
         }
@@ -101,6 +112,26 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
             }
             None => (&ctx.platform.key, "platform".to_owned()),
         };
+        if !agent.deleted && !agent.tool_names.is_empty() {
+            let tools: HashMap<&str, &ToolState> = tool_states
+                .get(&agent.org_id)
+                .map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
+                .unwrap_or_default();
+            match resolve(&agent.tool_names, &tools) {
+                Resolved::Ids(ids) => agent.tool_ids = ids,
+                Resolved::Waiting { tool, why } => {
+                    early.push(Done::status(Outcome::other(
+                        agent.id,
+                        agent.generation,
+                        SyncState::Pending,
+                        Reason::WaitingForTool,
+                        format!("Waiting for tool {tool:?}: {why}. Nothing is sent until every tool the agent names is synced (a partial toolIds would unlink the others)."),
+                        false,
+                    )));
+                    continue;
+                }
+            }
+        }
         groups
             .entry(key.fingerprint().to_owned())
             .or_insert_with(|| (ctx.lanes.lane(key, &scope), Vec::new()))

@@ -65,7 +65,17 @@ pub fn assess(plan: &Plan, dry_run: bool, settings: GuardSettings) -> Impact {
             .filter(|s| s.action == StrayAction::Delete)
             .count() as u64;
     }
-    let fleet = live_agents.max(plan.managed as u64);
+    impact(
+        deletes,
+        recreates,
+        live_agents.max(plan.managed as u64),
+        settings,
+    )
+}
+
+/// The impact of `deletes` and `recreates` against the limit for a fleet of `fleet` (assistants
+/// here; the tools stage counts its tools the same way).
+pub(crate) fn impact(deletes: u64, recreates: u64, fleet: u64, settings: GuardSettings) -> Impact {
     let share = (settings.max_share.clamp(0.0, 1.0) * fleet as f64).ceil() as u64;
     Impact {
         deletes,

@@ -36,7 +36,9 @@
 
 pub(crate) mod guard;
 pub mod json;
+pub mod numbers;
 pub mod shard;
+pub mod tools;
 pub mod validate;
 pub(crate) mod voice;
 
@@ -117,6 +119,11 @@ pub struct DesiredAgent {
     pub intent: Option<CreateIntent>,
     /// Vapi refused this generation's voice: use the fallback voice from the start.
     pub voice_fallback: bool,
+    /// The tools the assistant calls, by name, in order (`agents.tool_names`).
+    pub tool_names: Vec<String>,
+    /// Those tools' Vapi ids, resolved by the pass before planning ([`tools::resolve`]): what
+    /// the controller writes to `model.toolIds`.
+    pub tool_ids: Vec<String>,
 }
 
 /// The body the controller last applied, as stored: a JSON text, compared with the desired body
@@ -645,7 +652,7 @@ pub fn decide(
 /// a key applied last but no longer desired is cleared with `null` (Vapi stores null as
 /// "intentionally cleared"). Keys nobody manages are never looked at. `applied_now` says how the
 /// last applied body compares with `body`; the last applied body is parsed only when it matters.
-fn compare(
+pub(crate) fn compare(
     body: &Map<String, Value>,
     assistant: &ActualAssistant,
     adopted: bool,
@@ -790,6 +797,22 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
                 .to_owned(),
         );
     }
+    if spec
+        .get("model")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.contains_key("toolIds"))
+    {
+        problems.push(
+            "spec.model.toolIds is owned by the controller: reference tools by name in agents.tool_names instead"
+                .to_owned(),
+        );
+    }
+    if !agent.tool_names.is_empty() && !spec.get("model").is_some_and(Value::is_object) {
+        problems.push(format!(
+            "agents.tool_names names {} tool(s) but spec.model is missing: tools are linked through the model",
+            agent.tool_names.len()
+        ));
+    }
     for field in SERVER_FIELDS.iter().filter(|f| spec.contains_key(**f)) {
         problems.push(format!(
             "spec.{field} is assigned by Vapi and cannot be set: remove it"
@@ -818,6 +841,21 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
     problems.extend(validate::validate_spec(&body, &agent.name));
     if !problems.is_empty() {
         return Err(problems);
+    }
+    if agent.tool_ids.len() != agent.tool_names.len() {
+        // The pass resolves references before planning; a body without them would unlink tools.
+        return Err(vec![format!(
+            "agents.tool_names ({}) are not resolved to Vapi tools yet: nothing is sent",
+            agent.tool_names.join(", ")
+        )]);
+    }
+    if !agent.tool_ids.is_empty() {
+        if let Some(Value::Object(model)) = body.get_mut("model") {
+            model.insert(
+                "toolIds".to_owned(),
+                Value::Array(agent.tool_ids.iter().cloned().map(Value::String).collect()),
+            );
+        }
     }
     body.insert("name".to_owned(), Value::String(agent.name.clone()));
     body.insert(

@@ -22,6 +22,8 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         last_applied: None,
         intent: None,
         voice_fallback: false,
+        tool_names: Vec::new(),
+        tool_ids: Vec::new(),
     }
 }
 

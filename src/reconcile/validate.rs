@@ -108,6 +108,8 @@ pub fn stored_spec_problems(
         last_applied: None,
         intent: None,
         voice_fallback: false,
+        tool_names: Vec::new(),
+        tool_ids: Vec::new(),
     };
     super::desired_body(&agent, voices).err()
 }

@@ -47,6 +47,15 @@ use faults::{CounterMap, RateLimiter};
 use kinds::ASSISTANT;
 use store::{ListFilter, Store};
 
+/// Checks a tool body against Vapi's tool DTOs (from the OpenAPI document), as the simulator's
+/// `POST /tool` does: the controller validates a tool before any call with the same table.
+pub(crate) fn validate_tool(body: &Map<String, Value>) -> Result<(), Vec<String>> {
+    match dto::kind_dtos("tool") {
+        Some(dtos) => dtos.validate_create(body),
+        None => Ok(()),
+    }
+}
+
 /// The control-API names of the simulated kinds, as [`Simulator::resources`] and
 /// `/_sim/resources/{kind}` take them.
 pub const KIND_NAMES: &[&str] = &[

@@ -224,7 +224,9 @@ pub(super) async fn resolve_deposed(
          where j.outcome = 'pending' and j.lease = l.lease and j.epoch < l.epoch
            and (j.action not in ('create', 'recreate')
                 or not exists (select 1 from create_intents i
-                               where i.operation_id = j.operation_id))",
+                               where i.operation_id = j.operation_id)
+                   and not exists (select 1 from tool_create_intents i
+                                   where i.operation_id = j.operation_id))",
     )
     .bind(&names)
     .bind(&epochs)

@@ -13,9 +13,11 @@
 
 mod health;
 mod journal;
+mod resources;
 
 pub use health::CredentialHealth;
 pub use journal::{CreateSettled, JournalEntry, JournalOutcome};
+pub use resources::{BindingRow, ResourceStatus, ResourceWrite, ToolRecorded};
 
 // Per-organization Vapi keys, sealed by the vault.
 mod org_keys;
@@ -107,6 +109,8 @@ pub enum SyncState {
     Drifted,
     Paused,
     Deleted,
+    /// A deleted tool still referenced by live agents: kept until they stop calling it.
+    Blocked,
 }
 
 impl SyncState {
@@ -118,6 +122,7 @@ impl SyncState {
             Self::Drifted => "drifted",
             Self::Paused => "paused",
             Self::Deleted => "deleted",
+            Self::Blocked => "blocked",
         }
     }
 
@@ -129,6 +134,7 @@ impl SyncState {
             "drifted" => Some(Self::Drifted),
             "paused" => Some(Self::Paused),
             "deleted" => Some(Self::Deleted),
+            "blocked" => Some(Self::Blocked),
             _ => None,
         }
     }
@@ -189,6 +195,7 @@ struct AgentRow {
     operation_id: Option<Uuid>,
     intent_generation: Option<i64>,
     intent_started_at: Option<DateTime<Utc>>,
+    tool_names: Vec<String>,
 }
 
 impl AgentRow {
@@ -234,6 +241,8 @@ impl AgentRow {
             // Written by the controller itself; an unreadable one only loses the third side.
             last_applied: self.applied.map(LastApplied::from_text),
             intent,
+            tool_names: self.tool_names,
+            tool_ids: Vec::new(),
         };
         (agent, recorded)
     }
@@ -255,7 +264,7 @@ const AGENTS: &str = "select a.id, a.org_id, a.name, a.spec::text as spec, a.gen
         s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
         s.applied::text as applied, s.normalizations,
         i.operation_id, i.generation as intent_generation,
-        i.started_at as intent_started_at
+        i.started_at as intent_started_at, a.tool_names
     from agents a
     left join agent_status s on s.agent_id = a.id
     left join create_intents i on i.agent_id = a.id";
