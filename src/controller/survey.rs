@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::lane::{CallError, Lane};
 use super::outcome::{self, Done, Outcome, Reason};
 use super::pass::{PassContext, PassError, PassReport, Scope};
-use crate::reconcile::tools::{Resolved, ToolState, resolve};
+use crate::reconcile::tools::{Resolved, resolve};
 use crate::reconcile::{self, Action, ActualAssistant, DesiredAgent, Plan, PlanInput};
 use crate::store::{RecordedStatus, SyncState};
 use crate::vapi::Unreadable;
@@ -113,11 +113,7 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
             None => (&ctx.platform.key, "platform".to_owned()),
         };
         if !agent.deleted && !agent.tool_names.is_empty() {
-            let tools: HashMap<&str, &ToolState> = tool_states
-                .get(&agent.org_id)
-                .map(|m| m.iter().map(|(k, v)| (k.as_str(), v)).collect())
-                .unwrap_or_default();
-            match resolve(&agent.tool_names, &tools) {
+            match resolve(&agent.tool_names, tool_states.get(&agent.org_id)) {
                 Resolved::Ids(ids) => agent.tool_ids = ids,
                 Resolved::Waiting { tool, why } => {
                     early.push(Done::status(Outcome::other(

@@ -482,10 +482,10 @@ pub struct ToolState {
 }
 
 /// Resolves an agent's tool names (in order) against the tools of its organization.
-pub fn resolve(names: &[String], tools: &HashMap<&str, &ToolState>) -> Resolved {
+pub fn resolve(names: &[String], tools: Option<&HashMap<String, ToolState>>) -> Resolved {
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
-        match tools.get(name.as_str()) {
+        match tools.and_then(|t| t.get(name.as_str())) {
             Some(ToolState {
                 vapi_id: Some(id), ..
             }) => ids.push(id.clone()),
@@ -731,20 +731,21 @@ mod tests {
             vapi_id: None,
             why: "failed (VapiRejected)".into(),
         };
-        let tools = HashMap::from([("a", &a), ("b", &b)]);
+        let tools = HashMap::from([("a".to_owned(), a), ("b".to_owned(), b)]);
+        let tools = Some(&tools);
         assert_eq!(
-            resolve(&["a".into(), "a".into()], &tools),
+            resolve(&["a".into(), "a".into()], tools),
             Resolved::Ids(vec!["ta".into(), "ta".into()])
         );
         assert_eq!(
-            resolve(&["a".into(), "b".into()], &tools),
+            resolve(&["a".into(), "b".into()], tools),
             Resolved::Waiting {
                 tool: "b".into(),
                 why: "failed (VapiRejected)".into()
             }
         );
         assert!(matches!(
-            resolve(&["zzz".into()], &tools),
+            resolve(&["zzz".into()], tools),
             Resolved::Waiting { ref tool, .. } if tool == "zzz"
         ));
     }

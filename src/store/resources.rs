@@ -358,38 +358,43 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for u in updates {
-            sqlx::query(
-                "insert into tool_status as s (tool_id, vapi_tool_id, key_fingerprint,
-                     observed_generation, state, reason, message, drift, applied,
-                     last_attempt_at, last_success_at, updated_at)
-                 select $1, $2, $3, $4, $5, $6, $7, $8, $9,
-                        case when $10 then now() end, case when $11 then now() end, now()
-                 where exists (select 1 from tools where id = $1)
-                 on conflict (tool_id) do update set
-                     vapi_tool_id = coalesce(excluded.vapi_tool_id, s.vapi_tool_id),
-                     key_fingerprint = coalesce(excluded.key_fingerprint, s.key_fingerprint),
-                     observed_generation = excluded.observed_generation,
-                     state = excluded.state, reason = excluded.reason, message = excluded.message,
-                     drift = excluded.drift, applied = coalesce(excluded.applied, s.applied),
-                     last_attempt_at = coalesce(excluded.last_attempt_at, s.last_attempt_at),
-                     last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
-                     updated_at = now()",
-            )
-            .bind(u.id)
-            .bind(u.vapi_id.as_deref())
-            .bind(u.key_fingerprint.as_deref())
-            .bind(u.observed_generation)
-            .bind(u.state.as_str())
-            .bind(u.reason)
-            .bind(&u.message)
-            .bind(&u.drift)
-            .bind(&u.applied)
-            .bind(u.attempted)
-            .bind(matches!(u.state, SyncState::Synced | SyncState::Deleted))
-            .execute(&mut *tx)
-            .await?;
-        }
+        let c = StatusColumns::of(updates);
+        sqlx::query(
+            "insert into tool_status as s (tool_id, vapi_tool_id, key_fingerprint,
+                 observed_generation, state, reason, message, drift, applied,
+                 last_attempt_at, last_success_at, updated_at)
+             select u.id, u.vapi_id, u.key, u.generation, u.state, u.reason, u.message,
+                    array(select jsonb_array_elements_text(u.drift)), u.applied,
+                    case when u.attempted then now() end, case when u.succeeded then now() end,
+                    now()
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                         $7::text[], $8::jsonb[], $9::jsonb[], $10::bool[], $11::bool[])
+                  as u(id, vapi_id, key, generation, state, reason, message, drift, applied,
+                       attempted, succeeded)
+             where exists (select 1 from tools t where t.id = u.id)
+             on conflict (tool_id) do update set
+                 vapi_tool_id = coalesce(excluded.vapi_tool_id, s.vapi_tool_id),
+                 key_fingerprint = coalesce(excluded.key_fingerprint, s.key_fingerprint),
+                 observed_generation = excluded.observed_generation,
+                 state = excluded.state, reason = excluded.reason, message = excluded.message,
+                 drift = excluded.drift, applied = coalesce(excluded.applied, s.applied),
+                 last_attempt_at = coalesce(excluded.last_attempt_at, s.last_attempt_at),
+                 last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
+                 updated_at = now()",
+        )
+        .bind(&c.ids)
+        .bind(&c.vapi_ids)
+        .bind(&c.keys)
+        .bind(&c.generations)
+        .bind(&c.states)
+        .bind(&c.reasons)
+        .bind(&c.messages)
+        .bind(&c.drifts)
+        .bind(&c.applied)
+        .bind(&c.attempted)
+        .bind(&c.succeeded)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -482,39 +487,86 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.fenced(fences).await?;
-        for u in updates {
-            sqlx::query(
-                "insert into phone_number_status as s (phone_number_id, vapi_phone_number_id,
-                     assistant_id, key_fingerprint, observed_generation, state, reason, message,
-                     last_attempt_at, last_success_at, updated_at)
-                 select $1, $2, $3, $4, $5, $6, $7, $8,
-                        case when $9 then now() end, case when $10 then now() end, now()
-                 where exists (select 1 from phone_numbers where id = $1)
-                 on conflict (phone_number_id) do update set
-                     vapi_phone_number_id = coalesce(excluded.vapi_phone_number_id, s.vapi_phone_number_id),
-                     assistant_id = excluded.assistant_id,
-                     key_fingerprint = coalesce(excluded.key_fingerprint, s.key_fingerprint),
-                     observed_generation = excluded.observed_generation,
-                     state = excluded.state, reason = excluded.reason, message = excluded.message,
-                     last_attempt_at = coalesce(excluded.last_attempt_at, s.last_attempt_at),
-                     last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
-                     updated_at = now()",
-            )
-            .bind(u.id)
-            .bind(u.vapi_id.as_deref())
-            .bind(u.assistant_id.as_deref())
-            .bind(u.key_fingerprint.as_deref())
-            .bind(u.observed_generation)
-            .bind(u.state.as_str())
-            .bind(u.reason)
-            .bind(&u.message)
-            .bind(u.attempted)
-            .bind(u.state == SyncState::Synced)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let c = StatusColumns::of(updates);
+        sqlx::query(
+            "insert into phone_number_status as s (phone_number_id, vapi_phone_number_id,
+                 assistant_id, key_fingerprint, observed_generation, state, reason, message,
+                 last_attempt_at, last_success_at, updated_at)
+             select u.id, u.vapi_id, u.assistant_id, u.key, u.generation, u.state, u.reason,
+                    u.message, case when u.attempted then now() end,
+                    case when u.state = 'synced' then now() end, now()
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                         $6::text[], $7::text[], $8::text[], $9::bool[])
+                  as u(id, vapi_id, assistant_id, key, generation, state, reason, message,
+                       attempted)
+             where exists (select 1 from phone_numbers p where p.id = u.id)
+             on conflict (phone_number_id) do update set
+                 vapi_phone_number_id = coalesce(excluded.vapi_phone_number_id, s.vapi_phone_number_id),
+                 assistant_id = excluded.assistant_id,
+                 key_fingerprint = coalesce(excluded.key_fingerprint, s.key_fingerprint),
+                 observed_generation = excluded.observed_generation,
+                 state = excluded.state, reason = excluded.reason, message = excluded.message,
+                 last_attempt_at = coalesce(excluded.last_attempt_at, s.last_attempt_at),
+                 last_success_at = coalesce(excluded.last_success_at, s.last_success_at),
+                 updated_at = now()",
+        )
+        .bind(&c.ids)
+        .bind(&c.vapi_ids)
+        .bind(&c.assistants)
+        .bind(&c.keys)
+        .bind(&c.generations)
+        .bind(&c.states)
+        .bind(&c.reasons)
+        .bind(&c.messages)
+        .bind(&c.attempted)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// A batch of statuses as columns, bound as arrays (one statement however many rows).
+struct StatusColumns<'a> {
+    ids: Vec<Uuid>,
+    vapi_ids: Vec<Option<&'a str>>,
+    assistants: Vec<Option<&'a str>>,
+    keys: Vec<Option<&'a str>>,
+    generations: Vec<i64>,
+    states: Vec<&'static str>,
+    reasons: Vec<&'static str>,
+    messages: Vec<&'a str>,
+    drifts: Vec<Value>,
+    applied: Vec<Option<Value>>,
+    attempted: Vec<bool>,
+    succeeded: Vec<bool>,
+}
+
+impl<'a> StatusColumns<'a> {
+    fn of(updates: &'a [ResourceStatus]) -> Self {
+        Self {
+            ids: updates.iter().map(|u| u.id).collect(),
+            vapi_ids: updates.iter().map(|u| u.vapi_id.as_deref()).collect(),
+            assistants: updates.iter().map(|u| u.assistant_id.as_deref()).collect(),
+            keys: updates
+                .iter()
+                .map(|u| u.key_fingerprint.as_deref())
+                .collect(),
+            generations: updates.iter().map(|u| u.observed_generation).collect(),
+            states: updates.iter().map(|u| u.state.as_str()).collect(),
+            reasons: updates.iter().map(|u| u.reason).collect(),
+            messages: updates.iter().map(|u| u.message.as_str()).collect(),
+            drifts: updates
+                .iter()
+                .map(|u| Value::from(u.drift.clone()))
+                .collect(),
+            applied: updates.iter().map(|u| u.applied.clone()).collect(),
+            attempted: updates.iter().map(|u| u.attempted).collect(),
+            succeeded: updates
+                .iter()
+                .map(|u| matches!(u.state, SyncState::Synced | SyncState::Deleted))
+                .collect(),
+        }
     }
 }
 
