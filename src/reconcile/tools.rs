@@ -191,7 +191,7 @@ pub fn desired_tool_body(tool: &DesiredTool) -> Result<Map<String, Value>, Vec<S
                 match server.get("url") {
                     Some(Value::String(url)) if !is_allowed_url(url) => problems.push(format!(
                         "tools.spec.server.url must be an absolute https URL (http only to a loopback address), found {}",
-                        show(&Value::String(url.clone()))
+                        show(&Value::String(without_userinfo(url)))
                     )),
                     _ => {}
                 }
@@ -236,6 +236,16 @@ pub fn desired_tool_body(tool: &DesiredTool) -> Result<Map<String, Value>, Vec<S
         Ok(body)
     } else {
         Err(problems)
+    }
+}
+
+/// The URL with any `user:password@` replaced: a message never repeats a credential.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) if !scheme.is_empty() => format!("{scheme}://***@{host}{}", &rest[end..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -588,6 +598,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_refused_url_never_repeats_its_credentials() {
+        let msg = desired_tool_body(&tool(function_spec(
+            "http://clinic:s3cr3t@clinic.example/b",
+        )))
+        .err()
+        .unwrap_or_default()
+        .join("; ");
+        assert!(msg.contains("http://***@clinic.example/b"), "{msg}");
+        assert!(!msg.contains("s3cr3t"), "{msg}");
     }
 
     #[test]
