@@ -786,3 +786,39 @@ async fn an_org_s_own_key_serves_its_tools_and_numbers(pool: PgPool) {
     assert!(env.sim.resource("phone-number", &decoy).unwrap()["assistantId"].is_null());
     assert_eq!(number_status(&pool, binding).await.reason, "Bound");
 }
+
+#[sqlx::test]
+async fn an_unreadable_listed_tool_holds_its_row_and_never_gets_a_twin(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let (_, check, book, _) = clinic(&env).await;
+    env.pass().await;
+    let id = tool_status(&pool, book).await.vapi_tool_id.unwrap();
+    // Someone saved a tool in Vapi nested beyond what the controller's parser reads.
+    let mut deep = json!("leaf");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    assert!(
+        env.sim
+            .edit_resource_out_of_band("tool", &id, json!({"messages": [deep]}))
+    );
+    env.sim.reset_counters();
+    env.pass().await;
+    assert_eq!(
+        env.sim.counters().total("POST", "/tool"),
+        0,
+        "no second tool"
+    );
+    let s = tool_status(&pool, book).await;
+    assert_eq!(
+        (s.state.as_str(), s.reason.as_str()),
+        ("failed", "VapiBadResponse")
+    );
+    assert!(s.message.contains(&id), "{}", s.message);
+    assert_eq!(
+        tool_status(&pool, check).await.state,
+        "synced",
+        "the other tool is fine"
+    );
+    assert_eq!(tools_in_vapi(&env).len(), 2);
+}

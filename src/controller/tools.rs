@@ -28,7 +28,7 @@ use super::outcome::{MESSAGE_MAX, Reason, bounded, resource_call_failed, resourc
 use super::pass::{PassContext, PassError};
 use crate::reconcile::guard::{self, Impact};
 use crate::reconcile::tools::{
-    DesiredTool, ToolAction, ToolDecision, ToolPlan, ToolPlanInput, plan_tools,
+    DesiredTool, ToolAction, ToolDecision, ToolPlan, ToolPlanInput, plan_tools, tool_marker,
 };
 use crate::reconcile::{ActualAssistant, CreateIntent, Mode, describe_drift, drift_paths};
 use crate::store::{JournalOutcome, ResourceStatus, ResourceWrite, SyncState, ToolRecorded};
@@ -173,6 +173,7 @@ pub(crate) async fn survey_tools(ctx: &PassContext<'_>) -> Result<ToolSurvey, Pa
     }
     let now = Utc::now();
     let mut list_errors = Vec::new();
+    let mut held: HashSet<Uuid> = HashSet::new();
     for (lane, tools) in groups.into_values() {
         let listed = if lane.rejection().is_some() && !lane.may_probe() {
             Err(CallError::Quarantined {
@@ -181,13 +182,33 @@ pub(crate) async fn survey_tools(ctx: &PassContext<'_>) -> Result<ToolSurvey, Pa
                 message: lane.rejection().map(|r| r.message).unwrap_or_default(),
             })
         } else {
-            lane.list_all(TOOL, ctx.cancel).await.map(|l| l.items)
+            lane.list_all(TOOL, ctx.cancel).await
         };
         let listed: Vec<ActualAssistant> = match listed {
-            Ok(items) => items
-                .into_iter()
-                .filter_map(ActualAssistant::from_value)
-                .collect(),
+            Ok(listing) => {
+                // A listed tool the controller cannot read, that is (or is marked as) one of
+                // these rows: that row is held, not planned — planned without it, it would get
+                // a second tool.
+                for u in &listing.unreadable {
+                    let marker = tool_marker(&u.fields);
+                    for t in tools.iter().filter(|t| {
+                        marker == Some(t.id) || (u.id.is_some() && u.id == t.recorded_id)
+                    }) {
+                        held.insert(t.id);
+                        out.early.push(status(
+                            t,
+                            SyncState::Failed,
+                            Reason::VapiBadResponse,
+                            format!("Vapi lists this tool's {u}. Nothing was sent (a create would duplicate it); fix or delete that tool in Vapi."),
+                        ));
+                    }
+                }
+                listing
+                    .items
+                    .into_iter()
+                    .filter_map(ActualAssistant::from_value)
+                    .collect()
+            }
             Err(CallError::Stopped) => continue,
             Err(err) => {
                 list_errors.push(format!("key {}: {err}", lane.fingerprint()));
@@ -204,6 +225,10 @@ pub(crate) async fn survey_tools(ctx: &PassContext<'_>) -> Result<ToolSurvey, Pa
             }
         };
         out.report.listed += listed.len();
+        let tools: Vec<DesiredTool> = tools
+            .into_iter()
+            .filter(|t| !held.contains(&t.id))
+            .collect();
         let plan = plan_tools(&ToolPlanInput {
             tools: &tools,
             listed: &listed,

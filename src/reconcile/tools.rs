@@ -177,6 +177,10 @@ pub fn desired_tool_body(tool: &DesiredTool) -> Result<Map<String, Value>, Vec<S
         }
         Err(e) => return Err(vec![format!("tools.spec cannot be read: {e}")]),
     };
+    let limits = super::validate::spec_limits(spec);
+    if !limits.is_empty() {
+        return Err(limits.into_iter().map(|m| format!("tools.{m}")).collect());
+    }
     let mut problems = Vec::new();
     for field in TOOL_SERVER_FIELDS.iter().filter(|f| spec.contains_key(**f)) {
         problems.push(format!(
@@ -598,6 +602,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_deep_tool_spec_is_refused_before_vapi() {
+        let mut deep = json!("leaf");
+        for _ in 0..40 {
+            deep = json!({"x": deep});
+        }
+        let msgs = desired_tool_body(&tool(json!({"type": "function", "function": {"name": "b"},
+                                                   "messages": [deep]})))
+        .err()
+        .unwrap_or_default();
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("tools.spec.messages nests")),
+            "{msgs:?}"
+        );
     }
 
     #[test]

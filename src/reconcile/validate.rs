@@ -114,6 +114,12 @@ pub fn stored_spec_problems(
     super::desired_body(&agent, voices).err()
 }
 
+/// The depth and size limits alone (a tool's spec has the same ones as an agent's: a tool nested
+/// near the parser's limit would come back from Vapi's listing unreadable).
+pub(crate) fn spec_limits(spec: &Map<String, Value>) -> Vec<String> {
+    limits::check_limits(spec)
+}
+
 /// Every problem with a spec, each naming the field path and the offending value (values shown
 /// truncated to about 60 characters). `name` is the agent's name (`agents.name`). A spec deeper
 /// than [`SPEC_MAX_DEPTH`] or larger than [`SPEC_MAX_BYTES`] gets only that problem.
