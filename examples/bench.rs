@@ -553,11 +553,16 @@ async fn ratelimited(args: &Args) -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
-    let n = args.agents.unwrap_or(100_000);
-    let env = Env::new(&args.database_url).await?;
-    env.insert_agents(n).await?;
-    // Setup: one cold pass with no latency brings every agent in sync.
+/// A controller whose first pass (no latency, no pacing to speak of) brought everything in sync.
+struct InSync {
+    controller: vapi_reconciler::controller::Controller,
+    lead: Leadership,
+    cancel: CancellationToken,
+    setup: vapi_reconciler::controller::PassReport,
+    setup_wall: f64,
+}
+
+async fn in_sync(env: &Env, args: &Args) -> anyhow::Result<InSync> {
     env.sim.sim.set_latency(Duration::ZERO);
     let controller = env.controller(&bench_settings(
         args.concurrency.max(64),
@@ -568,7 +573,27 @@ async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
     let cancel = CancellationToken::new();
     let t_setup = Instant::now();
     let setup = controller.pass(&lead, &cancel).await?;
-    let setup_wall = t_setup.elapsed().as_secs_f64();
+    Ok(InSync {
+        controller,
+        lead,
+        cancel,
+        setup,
+        setup_wall: t_setup.elapsed().as_secs_f64(),
+    })
+}
+
+async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let n = args.agents.unwrap_or(100_000);
+    let env = Env::new(&args.database_url).await?;
+    env.insert_agents(n).await?;
+    // Setup: one cold pass with no latency brings every agent in sync.
+    let InSync {
+        controller,
+        lead,
+        cancel,
+        setup,
+        setup_wall,
+    } = in_sync(&env, args).await?;
     anyhow::ensure!(
         setup.created == n,
         "setup pass created {} of {n} (failed {})",
@@ -682,17 +707,13 @@ async fn tools(args: &Args) -> anyhow::Result<Vec<Row>> {
     .bind(i32::try_from(TOOLS_PER_AGENT)?)
     .execute(&env.pool)
     .await?;
-    env.sim.sim.set_latency(Duration::ZERO);
-    let controller = env.controller(&bench_settings(
-        args.concurrency.max(64),
-        rate(100_000.0, 100_000),
-        rate(100_000.0, 100_000),
-    ));
-    let lead = env.lead().await?;
-    let cancel = CancellationToken::new();
-    let t_setup = Instant::now();
-    let setup = controller.pass(&lead, &cancel).await?;
-    let setup_wall = t_setup.elapsed().as_secs_f64();
+    let InSync {
+        controller,
+        lead,
+        cancel,
+        setup,
+        setup_wall,
+    } = in_sync(&env, args).await?;
     let tools = n * TOOLS_PER_AGENT;
     anyhow::ensure!(
         setup.created == n && setup.tools.created == tools,

@@ -294,38 +294,16 @@ async fn guard_and_execute(
     started: Instant,
 ) -> Result<PassReport, PassError> {
     let impact = guard::assess(&plan, ctx.settings.dry_run, ctx.settings.guard);
-    if impact.exceeded() {
-        match ctx.store.guard_confirmation(&impact).await? {
-            Some(id) => {
-                tracing::warn!(
-                    block_id = id,
-                    deletes = impact.deletes,
-                    recreates = impact.recreates,
-                    limit = impact.limit,
-                    "blast-radius limit exceeded; proceeding under an operator's confirmation"
-                );
-                report.confirmed_block = Some(id);
-            }
-            None => {
-                let id = ctx
-                    .store
-                    .record_guard_block(&ctx.owner.fences(), &impact, &sample(&plan))
-                    .await?;
-                tracing::error!(
-                    block_id = id,
-                    deletes = impact.deletes,
-                    recreates = impact.recreates,
-                    fleet = impact.fleet,
-                    limit = impact.limit,
-                    "pass blocked: it would delete or recreate more assistants than allowed; nothing was written. Confirm with `vapi-reconciler guard confirm {id}` if this is intended"
-                );
-                report.blocked = Some(Blocked {
-                    block_id: id,
-                    impact,
-                });
-                report.duration = started.elapsed();
-                return Ok(report);
-            }
+    match guard_gate(ctx, &impact, "assistants", || sample(&plan)).await? {
+        Guarded::Clear => {}
+        Guarded::Confirmed(id) => report.confirmed_block = Some(id),
+        Guarded::Blocked(id) => {
+            report.blocked = Some(Blocked {
+                block_id: id,
+                impact,
+            });
+            report.duration = started.elapsed();
+            return Ok(report);
         }
     }
     let lanes = Lanes {
@@ -333,6 +311,54 @@ async fn guard_and_execute(
         strays: stray_lanes,
     };
     execute_plan(ctx, plan, lanes, recorded, report, started).await
+}
+
+/// What the blast-radius guard lets through.
+pub(super) enum Guarded {
+    /// Within the limit.
+    Clear,
+    /// Over the limit, under this operator's confirmation.
+    Confirmed(i64),
+    /// Over the limit: recorded as this block, nothing of `what` is to be written.
+    Blocked(i64),
+}
+
+/// The guard's one step for every kind (assistants, tools): within the limit, or confirmed by an
+/// operator, or recorded as a block (with `sample`, built only then) that an operator confirms
+/// with `vapi-reconciler guard confirm`.
+pub(super) async fn guard_gate(
+    ctx: &PassContext<'_>,
+    impact: &Impact,
+    what: &str,
+    sample: impl FnOnce() -> serde_json::Value,
+) -> Result<Guarded, PassError> {
+    if !impact.exceeded() {
+        return Ok(Guarded::Clear);
+    }
+    if let Some(id) = ctx.store.guard_confirmation(impact).await? {
+        tracing::warn!(
+            block_id = id,
+            what,
+            deletes = impact.deletes,
+            recreates = impact.recreates,
+            limit = impact.limit,
+            "blast-radius limit exceeded; proceeding under an operator's confirmation"
+        );
+        return Ok(Guarded::Confirmed(id));
+    }
+    let id = ctx
+        .store
+        .record_guard_block(&ctx.owner.fences(), impact, &sample())
+        .await?;
+    tracing::error!(
+        block_id = id,
+        deletes = impact.deletes,
+        recreates = impact.recreates,
+        fleet = impact.fleet,
+        limit = impact.limit,
+        "pass blocked: it would delete or recreate more {what} than allowed; none of their writes was sent. Confirm with `vapi-reconciler guard confirm {id}` if this is intended"
+    );
+    Ok(Guarded::Blocked(id))
 }
 
 /// A few of the destructive actions, for the operator who reads a block.

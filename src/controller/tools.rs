@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::lane::{CallError, Lane};
 use super::outcome::{MESSAGE_MAX, Reason, bounded, resource_call_failed, resource_status};
-use super::pass::{PassContext, PassError};
+use super::pass::{Guarded, PassContext, PassError, guard_gate};
 use crate::reconcile::guard::{self, Impact};
 use crate::reconcile::tools::{
     DesiredTool, ToolAction, ToolDecision, ToolPlan, ToolPlanInput, plan_tools, tool_marker,
@@ -279,37 +279,28 @@ pub(crate) async fn converge_tools(ctx: &PassContext<'_>) -> Result<ToolReport, 
     } = survey_tools(ctx).await?;
     let mut statuses = early;
     let impact = assess(&groups, ctx);
-    let mut held = false;
-    if impact.exceeded() {
-        match ctx.store.guard_confirmation(&impact).await? {
-            Some(id) => tracing::warn!(
-                block_id = id,
-                "tool blast-radius limit exceeded; proceeding under an operator's confirmation"
-            ),
-            None => {
-                let sample: Vec<Value> = groups
-                    .iter()
-                    .flat_map(|(_, p)| &p.decisions)
-                    .filter(|d| matches!(d.action, ToolAction::Delete { .. } | ToolAction::Recreate { .. }) || !d.duplicates.is_empty())
-                    .take(20)
-                    .map(|d| json!({"kind": "tool", "action": d.action.verb(), "toolId": d.tool_id, "name": d.name, "duplicates": d.duplicates}))
-                    .collect();
-                let id = ctx
-                    .store
-                    .record_guard_block(&ctx.owner.fences(), &impact, &Value::Array(sample))
-                    .await?;
-                tracing::error!(
-                    block_id = id,
-                    deletes = impact.deletes,
-                    recreates = impact.recreates,
-                    limit = impact.limit,
-                    "tool writes blocked: they would delete or recreate more tools than allowed. Confirm with `vapi-reconciler guard confirm {id}` if this is intended"
-                );
-                report.guard_block = Some(id);
-                held = true;
-            }
+    let sample = || {
+        let sample: Vec<Value> = groups
+            .iter()
+            .flat_map(|(_, p)| &p.decisions)
+            .filter(|d| {
+                matches!(
+                    d.action,
+                    ToolAction::Delete { .. } | ToolAction::Recreate { .. }
+                ) || !d.duplicates.is_empty()
+            })
+            .take(20)
+            .map(|d| json!({"kind": "tool", "action": d.action.verb(), "toolId": d.tool_id, "name": d.name, "duplicates": d.duplicates}))
+            .collect();
+        Value::Array(sample)
+    };
+    let held = match guard_gate(ctx, &impact, "tools", sample).await? {
+        Guarded::Blocked(id) => {
+            report.guard_block = Some(id);
+            true
         }
-    }
+        Guarded::Clear | Guarded::Confirmed(_) => false,
+    };
     let mut settled_intents = Vec::new();
     let mut settled_creates = Vec::new();
     let mut journal = Vec::new();
