@@ -16,6 +16,8 @@
 //! stops a TCP relay (`socat`) between it and Postgres, so the path hangs without closing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "../tests/common/relay.rs"]
 mod relay;
 
@@ -98,6 +100,9 @@ struct Args {
     /// next to this example).
     #[arg(long)]
     binary: Option<std::path::PathBuf>,
+    /// Where `steady` draws its curve (default docs/steady-footprint.svg; only with several sizes).
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// Postgres server; the harness creates and drops its own database on it.
     #[arg(
         long,
@@ -113,6 +118,8 @@ struct Row {
     measured: String,
     bound: String,
     ratio: Option<f64>,
+    /// The ratio may not exceed this; a row over it makes the harness exit non-zero.
+    goal: Option<f64>,
     note: String,
 }
 
@@ -178,37 +185,6 @@ fn install_tracing() {
         .init();
 }
 
-/// utime + stime of `/proc/<path>/stat`, in seconds (assuming USER_HZ = 100).
-fn cpu_seconds(stat_path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(stat_path) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start with field 3 (state).
-    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-/// A `/proc/self/status` field in kB.
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Resets VmHWM to the current RSS (Linux: `echo 5 > /proc/self/clear_refs`).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -220,8 +196,6 @@ fn mb(kb: u64) -> f64 {
 struct SimThread {
     sim: Simulator,
     base_url: String,
-    /// `/proc/self/task/<tid>/stat` of the simulator's thread.
-    stat_path: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -240,28 +214,19 @@ impl SimThread {
                     .unwrap();
                 rt.block_on(async move {
                     let running = s.start(([127, 0, 0, 1], 0).into()).await.unwrap();
-                    let tid = std::fs::read_link("/proc/thread-self")
-                        .ok()
-                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                        .unwrap_or_default();
-                    tx.send((running.base_url(), tid)).unwrap();
+                    tx.send(running.base_url()).unwrap();
                     let _ = stop_rx.await;
                     running.shutdown().await;
                 });
             })
             .unwrap();
-        let (base_url, tid) = rx.recv().unwrap();
+        let base_url = rx.recv().unwrap();
         Self {
             sim,
             base_url,
-            stat_path: format!("/proc/self/task/{tid}/stat"),
             stop: Some(stop_tx),
             thread: Some(thread),
         }
-    }
-
-    fn cpu(&self) -> f64 {
-        cpu_seconds(&self.stat_path)
     }
 
     fn stop(mut self) {
@@ -383,6 +348,11 @@ impl Env {
 
     /// `n` valid, distinct agents in one statement.
     async fn insert_agents(&self, n: usize) -> anyhow::Result<()> {
+        self.insert_agents_range(1, n).await
+    }
+
+    /// Agents `agent-<first>` to `agent-<last>` in one statement.
+    async fn insert_agents_range(&self, first: usize, last: usize) -> anyhow::Result<()> {
         sqlx::query(
             "insert into agents (org_id, name, spec)
              select $1, 'agent-' || g, jsonb_build_object(
@@ -393,10 +363,11 @@ impl Env {
                          'role', 'system', 'content', 'You are agent ' || g || '.'))),
                  'voice', jsonb_build_object('provider', 'vapi', 'voiceId', 'Elliot'),
                  'maxDurationSeconds', 600)
-             from generate_series(1, $2::int) g",
+             from generate_series($3::int, $2::int) g",
         )
         .bind(self.org)
-        .bind(i32::try_from(n)?)
+        .bind(i32::try_from(last)?)
+        .bind(i32::try_from(first)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -487,6 +458,7 @@ async fn cold(args: &Args) -> anyhow::Result<Vec<Row>> {
         measured: format!("{wall:.2} s"),
         bound: format!("N×L/C = {bound:.2} s (goal ≤ 1.15)"),
         ratio: Some(wall / bound),
+        goal: Some(1.15),
         note: format!(
             "created {}, failed {}; {} Vapi calls, peak {} in flight",
             report.created,
@@ -533,6 +505,7 @@ async fn ratelimited(args: &Args) -> anyhow::Result<Vec<Row>> {
             measured: format!("{wall:.2} s"),
             bound: format!("N/R = {bound:.2} s (goal ≤ 1.05)"),
             ratio: Some(wall / bound),
+            goal: Some(1.05),
             note: format!(
                 "client writes at {:.0}/s (burst {write_burst}); created {}, failed {}",
                 r * 0.95,
@@ -545,6 +518,7 @@ async fn ratelimited(args: &Args) -> anyhow::Result<Vec<Row>> {
             measured: r429.to_string(),
             bound: "0 after the first burst".to_owned(),
             ratio: None,
+            goal: None,
             note: format!(
                 "{} Vapi calls in all",
                 counters.requests.iter().map(|r| r.count).sum::<u64>()
@@ -580,102 +554,6 @@ async fn in_sync(env: &Env, args: &Args) -> anyhow::Result<InSync> {
         setup,
         setup_wall: t_setup.elapsed().as_secs_f64(),
     })
-}
-
-async fn steady(args: &Args) -> anyhow::Result<Vec<Row>> {
-    let n = args.agents.unwrap_or(100_000);
-    let env = Env::new(&args.database_url).await?;
-    env.insert_agents(n).await?;
-    // Setup: one cold pass with no latency brings every agent in sync.
-    let InSync {
-        controller,
-        lead,
-        cancel,
-        setup,
-        setup_wall,
-    } = in_sync(&env, args).await?;
-    anyhow::ensure!(
-        setup.created == n,
-        "setup pass created {} of {n} (failed {})",
-        setup.created,
-        setup.failed
-    );
-
-    // The measured pass.
-    env.sim.sim.reset_counters();
-    let rss_before = status_kb("VmRSS:");
-    let hwm_reset = reset_peak_rss();
-    let q0 = QUERIES.load(Ordering::Relaxed);
-    RECORDING.store(true, Ordering::Relaxed);
-    let cpu0 = cpu_seconds("/proc/self/stat");
-    let sim_cpu0 = env.sim.cpu();
-    let t0 = Instant::now();
-    let report = controller.pass(&lead, &cancel).await?;
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds("/proc/self/stat") - cpu0;
-    let sim_cpu = env.sim.cpu() - sim_cpu0;
-    let queries = QUERIES.load(Ordering::Relaxed) - q0;
-    RECORDING.store(false, Ordering::Relaxed);
-    for (i, q) in SUMMARIES.lock().unwrap().iter().enumerate() {
-        eprintln!("steady pass query {}: {q}", i + 1);
-    }
-    let hwm = status_kb("VmHWM:");
-    let counters = env.sim.sim.counters();
-    let total: u64 = counters.requests.iter().map(|r| r.count).sum();
-    let lists = counters.total("GET", "/assistant");
-    let expected_lists = n.div_ceil(1000) as u64;
-    lead.release().await;
-    env.drop().await?;
-
-    let controller_cpu = cpu - sim_cpu;
-    Ok(vec![
-        Row {
-            scenario: format!("steady (N={n}): Vapi calls"),
-            measured: format!("{total} ({lists} LIST)"),
-            bound: format!("ceil(N/1000) = {expected_lists} LIST, nothing else"),
-            ratio: Some(total as f64 / expected_lists as f64),
-            note: format!(
-                "in sync {}, patched {}, created {}, status writes {}; pass wall {wall:.2} s; \
-                 setup cold pass {setup_wall:.1} s",
-                report.in_sync, report.patched, report.created, report.status_writes
-            ),
-        },
-        Row {
-            scenario: "steady: database queries".to_owned(),
-            measured: queries.to_string(),
-            bound: "≤ 5".to_owned(),
-            ratio: Some(queries as f64 / 5.0),
-            note: "`sqlx::query` tracing events (one per statement sent, incl. begin/commit)"
-                .to_owned(),
-        },
-        Row {
-            scenario: "steady: CPU time of the pass".to_owned(),
-            measured: format!("{controller_cpu:.2} s"),
-            bound: "< 1 s".to_owned(),
-            ratio: Some(controller_cpu / 1.0),
-            note: format!(
-                "process utime+stime {cpu:.2} s minus the simulator thread's {sim_cpu:.2} s \
-                 (10 ms ticks); Postgres not included"
-            ),
-        },
-        Row {
-            scenario: "steady: peak RSS".to_owned(),
-            measured: format!("{:.0} MB", mb(hwm)),
-            bound: "< 200 MB".to_owned(),
-            ratio: Some(mb(hwm) / 200.0),
-            note: format!(
-                "whole process incl. the in-process simulator holding {n} assistants; RSS before \
-                 the pass {:.0} MB, growth during it {:.0} MB{}",
-                mb(rss_before),
-                mb(hwm.saturating_sub(rss_before)),
-                if hwm_reset {
-                    ""
-                } else {
-                    " (VmHWM could not be reset: peak since start)"
-                }
-            ),
-        },
-    ])
 }
 
 /// Tools per agent in the `tools` scenario.
@@ -737,6 +615,7 @@ async fn tools(args: &Args) -> anyhow::Result<Vec<Row>> {
         measured: format!("{total} ({lists} LIST)"),
         bound: "the listings, nothing else".to_owned(),
         ratio: Some(total as f64 / lists.max(1) as f64),
+        goal: Some(1.0),
         note: format!(
             "{} tools in sync, {} agents in sync, status writes {} + {}; pass wall {wall:.2} s; \
                  {queries} queries; setup cold pass {setup_wall:.1} s",
@@ -857,6 +736,7 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
             measured: format!("{p50:.1} ms"),
             bound: format!("L + 50 ms = {bound:.0} ms"),
             ratio: Some(p50 / bound),
+            goal: Some(1.0),
             note: note.clone(),
         },
         Row {
@@ -864,6 +744,7 @@ async fn reaction(args: &Args) -> anyhow::Result<Vec<Row>> {
             measured: format!("{p99:.1} ms"),
             bound: format!("L + 50 ms = {bound:.0} ms"),
             ratio: Some(p99 / bound),
+            goal: Some(1.0),
             note: format!(
                 "max {:.1} ms",
                 samples
@@ -1542,6 +1423,7 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             measured: format!("{v50:.2} s"),
             bound: format!("< {goal:.1} s"),
             ratio: Some(v50 / goal),
+            goal: Some(1.0),
             note: format!(
                 "lease {} waited after the takeover + lock taken {lock_mean:.0} ms after the {event} \
                  (mean, max {lock_max:.0}; poll {}) + one pass after taking over, \
@@ -1557,6 +1439,7 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             measured: format!("{vmax:.2} s"),
             bound: format!("< {goal:.1} s"),
             ratio: Some(vmax / goal),
+            goal: Some(1.0),
             note: format!("rounds: {} s", list(&visible)),
         },
         Row {
@@ -1564,6 +1447,7 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             measured: format!("{l50:.2} s"),
             bound: format!("{leads_formula} = {leads_bound:.2} s"),
             ratio: Some(l50 / leads_bound),
+            goal: None,
             note: format!(
                 "/readyz polled every 5 ms; renew {}; rounds: {} s",
                 args.renew,
@@ -1575,6 +1459,7 @@ fn failover_rows(args: &Args, n: usize, setup: Duration, rounds: &[Round]) -> Ve
             measured: format!("{lmax:.2} s"),
             bound: format!("{leads_formula} = {leads_bound:.2} s"),
             ratio: Some(lmax / leads_bound),
+            goal: None,
             note: "the role turns leader after the lease wait, before the first pass".to_owned(),
         },
     ]
@@ -1596,7 +1481,12 @@ fn print_table(rows: &[Row]) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    // Re-executed as the measuring parent of one controller process (see support/process.rs).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "--rusage-of") {
+        return process::rusage_main(&argv[2..]);
+    }
     install_tracing();
     let args = Args::parse();
     let scenarios: Vec<&str> = match args.scenario.as_str() {
@@ -1622,7 +1512,7 @@ async fn main() -> anyhow::Result<()> {
         let mut r = match s {
             "cold" => cold(&args).await?,
             "ratelimited" => ratelimited(&args).await?,
-            "steady" => steady(&args).await?,
+            "steady" => process::steady(&args).await?,
             "tools" => tools(&args).await?,
             "reaction" => reaction(&args).await?,
             _ => failover(&args).await?,
@@ -1631,5 +1521,20 @@ async fn main() -> anyhow::Result<()> {
         rows.append(&mut r);
     }
     print_table(&rows);
-    Ok(())
+    let missed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.ratio.zip(r.goal).is_some_and(|(x, g)| !(x <= g)))
+        .collect();
+    if missed.is_empty() {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for r in &missed {
+        eprintln!(
+            "goal missed: {}: ratio {:.2} > {:.2}",
+            r.scenario,
+            r.ratio.unwrap_or(f64::NAN),
+            r.goal.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(std::process::ExitCode::FAILURE)
 }

@@ -309,6 +309,7 @@ impl Controller {
         cancel: &CancellationToken,
     ) -> Result<PassReport, PassError> {
         let fences = owner.fences();
+        tracing::debug!("full pass starting");
         self.status.send_modify(|s| s.passes_started += 1);
         let platform = self.platform.current();
         // Read at every pass: a key set or changed with `org-key set` is used on the next one.
