@@ -187,8 +187,7 @@ async fn fifteen_hundred_assistants_in_one_org_are_all_listed(pool: PgPool) {
         .await
         .unwrap()
         .items;
-    let ids: std::collections::HashSet<_> =
-        listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<_> = listed.iter().map(|a| a.id.as_str()).collect();
     assert_eq!((listed.len(), ids.len()), (1500, 1500));
     // Had paging missed any, the controller would now recreate them.
     env.sim.reset_counters();

@@ -288,10 +288,7 @@ async fn list_sends_limit_1000_and_pages_through_shared_timestamps() {
         .await
         .unwrap()
         .items;
-    let ids: std::collections::HashSet<_> = all
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: std::collections::HashSet<_> = all.iter().map(|a| a.id.clone()).collect();
     assert_eq!((all.len(), ids.len()), (2500, 2500));
     assert_eq!(s.sim.counters().total("GET", "/assistant"), 3);
     s.running.shutdown().await;

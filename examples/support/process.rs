@@ -163,14 +163,26 @@ const ONCE_FLAGS: &[&str] = &[
     "100000",
 ];
 
+/// What a `reconcile --once` is run for.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Run {
+    /// Unmeasured (creating the fleet).
+    Setup,
+    /// CPU and peak RSS, with the default log (debug events cost CPU of their own).
+    Measure,
+    /// The statements, from a debug log of `sqlx::query`; nothing else is taken from it.
+    Count,
+}
+
 pub(crate) async fn reconcile_once(
     bin: &std::path::Path,
     env: &Env,
     sim: &SimProcess,
     dir: &std::path::Path,
     label: &str,
-    measure: bool,
+    run: Run,
 ) -> anyhow::Result<Once> {
+    let measure = run == Run::Measure;
     let usage_file = dir.join(format!("{label}.rusage.json"));
     let stderr_file = dir.join(format!("{label}.log"));
     let mut cmd = if measure {
@@ -187,18 +199,21 @@ pub(crate) async fn reconcile_once(
         .env("VAPI_PRIVATE_KEY", &sim.key)
         .env_remove("VAPI_PRIVATE_KEY_FILE")
         .env_remove("LOG_FORMAT")
-        // The statements are counted from the log; the rest of it stays at the default.
         .env(
             "RUST_LOG",
-            "info,sqlx=warn,hyper=warn,reqwest=warn,sqlx::query=debug,vapi_reconciler::controller=debug",
+            match run {
+                // The statements are counted from the log; the rest of it stays at the default.
+                Run::Count => "info,sqlx::query=debug,vapi_reconciler::controller=debug",
+                Run::Setup | Run::Measure => "info",
+            },
         )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_file)?);
+        .stdin(Stdio::null());
     let t0 = Instant::now();
+    // tokio's `output` pipes stdout and stderr whatever was set: the log comes back here.
     let out = cmd.output().await?;
     let wall = t0.elapsed().as_secs_f64();
-    let log = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    std::fs::write(&stderr_file, &out.stderr)?;
+    let log = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(
         out.status.success(),
         "reconcile --once ({label}) exited {}; its log is {}",
@@ -217,16 +232,28 @@ pub(crate) async fn reconcile_once(
     } else {
         (0.0, 0)
     };
+    let statements = if run == Run::Count {
+        anyhow::ensure!(
+            log.contains("full pass starting") && log.contains("pass complete"),
+            "the log of reconcile --once ({label}) does not show the pass's start and end: {}",
+            stderr_file.display()
+        );
+        pass_statements(&log)
+    } else {
+        Vec::new()
+    };
     Ok(Once {
         report,
         wall,
         cpu,
         maxrss_kb,
-        statements: pass_statements(&log),
+        statements,
     })
 }
 
-/// The `sqlx::query` events logged between the start of the full pass and its completion.
+/// The `sqlx::query` events logged between the start of the full pass and its completion,
+/// but for the leader's lease renewals (`with held as …`, `src/leader.rs`): those run on their
+/// own connection every renew interval, however long the pass takes, and are not the pass's.
 fn pass_statements(log: &str) -> Vec<String> {
     let mut inside = false;
     let mut out = Vec::new();
@@ -236,13 +263,15 @@ fn pass_statements(log: &str) -> Vec<String> {
         } else if line.contains("pass complete") {
             break;
         } else if inside && line.contains("sqlx::query") {
-            let summary = line
+            let summary: String = line
                 .split_once("summary=")
                 .map_or(line, |(_, s)| s)
                 .chars()
                 .take(100)
                 .collect();
-            out.push(summary);
+            if !summary.starts_with("\"with held as") {
+                out.push(summary);
+            }
         }
     }
     out
@@ -254,6 +283,14 @@ struct Point {
     cpu: f64,
     rss_mb: f64,
 }
+
+/// What a steady pass reads: the organizations' keys, the tools, the agents with their status,
+/// the orphan sightings and the phone-number bindings.
+const STATEMENTS_PER_PASS: usize = 5;
+/// What the first pass of a process adds: the reap of journal rows a dead process left pending,
+/// and the keys' health, which the process has not seen yet (a fenced upsert: lease, insert,
+/// commit).
+const STATEMENTS_PER_PROCESS: usize = 4;
 
 /// The default sizes of the curve.
 const SIZES: [usize; 4] = [10_000, 50_000, 100_000, 200_000];
@@ -296,7 +333,7 @@ async fn curve(
     for &n in sizes {
         env.insert_agents_range(have + 1, n).await?;
         let t_setup = Instant::now();
-        let setup = reconcile_once(bin, env, sim, dir, &format!("setup-{n}"), false).await?;
+        let setup = reconcile_once(bin, env, sim, dir, &format!("setup-{n}"), Run::Setup).await?;
         let created = setup.report["created"].as_u64().unwrap_or(0);
         anyhow::ensure!(
             created as usize == n - have,
@@ -307,8 +344,11 @@ async fn curve(
         let setup_wall = t_setup.elapsed().as_secs_f64();
         have = n;
 
+        // The statements of a steady pass, counted in a pass of its own: its debug log would
+        // cost the measured pass CPU.
+        let counted = reconcile_once(bin, env, sim, dir, &format!("count-{n}"), Run::Count).await?;
         sim.reset_counters().await?;
-        let pass = reconcile_once(bin, env, sim, dir, &format!("steady-{n}"), true).await?;
+        let pass = reconcile_once(bin, env, sim, dir, &format!("steady-{n}"), Run::Measure).await?;
         let counters = sim.counters().await?;
         let total: u64 = counters.requests.iter().map(|r| r.count).sum();
         let lists = counters.total("GET", "/assistant");
@@ -321,7 +361,13 @@ async fn curve(
             in_sync as usize == n,
             "the measured pass at N={n} found {in_sync} in sync (report: {r})"
         );
-        for (i, q) in pass.statements.iter().enumerate() {
+        // A pass reads the agents at the least: none counted means the log was not read right.
+        anyhow::ensure!(
+            !counted.statements.is_empty(),
+            "no statement found in the counted pass's log at N={n} ({})",
+            dir.join(format!("count-{n}.log")).display()
+        );
+        for (i, q) in counted.statements.iter().enumerate() {
             eprintln!("steady N={n} statement {}: {q}", i + 1);
         }
         let rss = mb(pass.maxrss_kb);
@@ -331,7 +377,10 @@ async fn curve(
             measured: format!("{total} ({lists} LIST)"),
             bound: format!("ceil((N+1)/1000) = {expected_lists} LIST, nothing else"),
             ratio: Some(total as f64 / expected_lists as f64),
-            goal: Some(1.0),
+            // Pages overlap by the assistants that share the boundary's millisecond (the
+            // boundary is inclusive; the setup creates several per millisecond), which can
+            // cost a page per hundred; a GET or write per agent would be a ratio of 10 or more.
+            goal: Some(1.01),
             note: format!(
                 "in sync {in_sync}, patched {}, created {}, status writes {}; process wall \
                  {:.2} s (pass {} s); setup pass {setup_wall:.1} s",
@@ -340,12 +389,20 @@ async fn curve(
         });
         rows.push(Row {
             scenario: format!("steady (N={n}): statements of the pass"),
-            measured: pass.statements.len().to_string(),
-            bound: "≤ 5".to_owned(),
-            ratio: Some(pass.statements.len() as f64 / 5.0),
+            measured: counted.statements.len().to_string(),
+            bound: format!(
+                "{STATEMENTS_PER_PASS} per pass + {STATEMENTS_PER_PROCESS} once per process"
+            ),
+            ratio: Some(
+                counted.statements.len() as f64
+                    / (STATEMENTS_PER_PASS + STATEMENTS_PER_PROCESS) as f64,
+            ),
             goal: Some(1.0),
-            note: "`sqlx::query` events in the process's log between \"full pass starting\" and \
-                   \"pass complete\""
+            note: "`sqlx::query` events in a `reconcile --once` log between \"full pass \
+                   starting\" and \"pass complete\" (a pass of its own, unmeasured): per pass \
+                   the organizations' keys, tools, agents, orphan sightings and number bindings; \
+                   once per process the stale-journal reap and the keys' health (lease check, \
+                   upsert, commit), which a long-running process does not repeat"
                 .to_owned(),
         });
         rows.push(Row {

@@ -33,7 +33,7 @@ use crate::resilience::{
     Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
     clamp_retry_after,
 };
-use crate::vapi::{Listing, Resource, VapiClient, VapiError, list_all_pages};
+use crate::vapi::{Item, Listing, Resource, VapiClient, VapiError, list_all_pages};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
@@ -346,7 +346,7 @@ impl Lane {
         .await
         .map(|l| match l {
             Listed::Value(v) => v,
-            Listed::Page(page) => Value::Array(page.items),
+            Listed::Page(page) => Value::Array(page.items.iter().map(Item::value).collect()),
         })
     }
 

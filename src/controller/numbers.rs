@@ -176,7 +176,7 @@ impl Numbers {
             Ok(l) => Ok(l
                 .items
                 .iter()
-                .filter_map(ListedNumber::from_value)
+                .filter_map(|item| ListedNumber::from_value(&item.value()))
                 .collect::<Vec<_>>()),
             Err(e) => Err(format!("key {}: {e}", lane.fingerprint())),
         };

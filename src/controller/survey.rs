@@ -322,7 +322,7 @@ async fn list(
     let assistants = listing
         .items
         .into_iter()
-        .filter_map(ActualAssistant::from_value)
+        .map(ActualAssistant::from_item)
         .collect();
     Ok((assistants, listing.unreadable))
 }
@@ -338,11 +338,11 @@ fn hold_unreadable(
         return agents;
     }
     let owner = |u: &Unreadable| {
-        let shell = ActualAssistant {
-            id: u.id.clone().unwrap_or_default(),
-            created_at: String::new(),
-            body: u.fields.clone(),
-        };
+        let shell = ActualAssistant::from_parts(
+            u.id.clone().unwrap_or_default(),
+            String::new(),
+            u.fields.clone(),
+        );
         shell.managed_agent()
     };
     let owners: Vec<_> = unreadable.iter().map(|u| (u, owner(u))).collect();

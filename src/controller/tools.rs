@@ -206,7 +206,7 @@ pub(crate) async fn survey_tools(ctx: &PassContext<'_>) -> Result<ToolSurvey, Pa
                 listing
                     .items
                     .into_iter()
-                    .filter_map(ActualAssistant::from_value)
+                    .map(ActualAssistant::from_item)
                     .collect()
             }
             Err(CallError::Stopped) => continue,

@@ -64,6 +64,92 @@ pub fn text_matches(text: &str, other: &Map<String, Value>) -> Option<TextMatch>
     Some(TextMatch { equal, within })
 }
 
+/// Whether, for every key of `other`, the object in `text` has a value that [`json_eq`]s it (a
+/// key missing from the text counts as null; keys only in the text are not looked at), at the
+/// cost of one scan and no tree. `overrides` stand in for `other`'s value of their keys.
+/// `None` when the text is not a JSON object. A key the text repeats, at any depth, makes the
+/// answer `false`: a parse keeps only the last, and "unequal" sends the caller to the parse.
+pub fn text_covers(
+    text: &str,
+    other: &Map<String, Value>,
+    overrides: &[(&str, &Value)],
+) -> Option<bool> {
+    struct Covers<'a> {
+        other: &'a Map<String, Value>,
+        overrides: &'a [(&'a str, &'a Value)],
+    }
+    impl<'de> serde::de::Visitor<'de> for Covers<'_> {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Option<bool>, A::Error> {
+            let mut equal = true;
+            let mut seen: Vec<Key<'de>> = Vec::new();
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                let name = key.0.as_ref();
+                let value = self
+                    .overrides
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v)
+                    .or_else(|| self.other.get(name));
+                match value {
+                    Some(value) if equal => {
+                        equal = map.next_value_seed(Same {
+                            other: value,
+                            within: None,
+                        })?;
+                        if seen.iter().any(|k| k.0 == key.0) {
+                            equal = false;
+                        }
+                        seen.push(key);
+                    }
+                    _ => map.next_value::<serde::de::IgnoredAny>().map(|_| ())?,
+                }
+            }
+            // Every key of `other` with a non-null value must have been in the text.
+            let present = |k: &String, v: &Value| {
+                let v = self
+                    .overrides
+                    .iter()
+                    .find(|(o, _)| o == k)
+                    .map_or(v, |(_, o)| *o);
+                v.is_null() || seen.iter().any(|s| s.0 == k.as_str())
+            };
+            Ok(Some(equal && self.other.iter().all(|(k, v)| present(k, v))))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Option<bool>, A::Error> {
+            skip_seq(seq).map(|_| None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = serde::Deserializer::deserialize_any(&mut de, Covers { other, overrides }).ok()?;
+    de.end().ok()?;
+    found
+}
+
 static NULL: Value = Value::Null;
 
 /// Compares whatever comes next with `other` (json_eq semantics); records in `within` whether
@@ -112,9 +198,11 @@ impl<'de> serde::de::Visitor<'de> for SameMap<'_, '_> {
         let mut within = true;
         // Keys of `other` with a non-null value that the text has: all of them, when equal.
         let mut seen = 0;
+        // The keys read so far, to tell a repeated key (which a parse reads as its last value
+        // only): a repeat makes the text unequal, so the count above cannot be fooled.
+        let mut keys: Vec<Key<'de>> = Vec::new();
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            let key = key.0.as_ref();
-            let value = self.other.get(key);
+            let value = self.other.get(key.0.as_ref());
             within &= value.is_some();
             let value = value.unwrap_or(&NULL);
             if equal {
@@ -123,6 +211,10 @@ impl<'de> serde::de::Visitor<'de> for SameMap<'_, '_> {
                     within: None,
                 })?;
                 seen += usize::from(!value.is_null());
+                if keys.iter().any(|k| k.0 == key.0) {
+                    equal = false;
+                }
+                keys.push(key);
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
@@ -231,7 +323,7 @@ impl<'de> serde::de::Visitor<'de> for SameVisitor<'_> {
 }
 
 /// An object key, borrowed from the text when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -378,6 +470,79 @@ mod tests {
         );
         assert_eq!(text_matches(r#"{"a": 1"#, &body), None);
         assert_eq!(text_matches(r#"{"a": 1} x"#, &body), None);
+    }
+
+    #[test]
+    fn a_text_covers_an_object_as_its_tree_would() {
+        let values = [
+            json!(null),
+            json!(0.5),
+            json!(0.50),
+            json!(1),
+            json!(1.0),
+            json!("1"),
+            json!([1, 2]),
+            json!([2, 1]),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": 1, "b": null}),
+            json!({"b": {"c": [1, {"d": null}]}}),
+        ];
+        // The tree's answer: every key of the desired object json_eq's the text's (or null).
+        let covers = |text: &Value, desired: &Map<String, Value>| {
+            desired
+                .iter()
+                .all(|(k, v)| json_eq(v, text.get(k).unwrap_or(&Value::Null)))
+        };
+        for a in &values {
+            for b in &values {
+                let text = json!({"k": a, "extra": 1});
+                let Value::Object(desired) = json!({"k": b, "n": null}) else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    text_covers(&text.to_string(), &desired, &[]),
+                    Some(covers(&text, &desired)),
+                    "{text} covers {desired:?}"
+                );
+                // An override stands in for the desired value of its key.
+                let Value::Object(other) = json!({"k": "something else"}) else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    text_covers(&text.to_string(), &other, &[("k", b)]),
+                    Some(json_eq(a, b)),
+                    "{text} with k = {b}"
+                );
+            }
+        }
+        let Value::Object(desired) = json!({"a": 1, "m": {"x": 1}}) else {
+            unreachable!()
+        };
+        // A missing key with a value, and a text that is not an object.
+        assert_eq!(
+            text_covers(r#"{"m": {"x": 1}}"#, &desired, &[]),
+            Some(false)
+        );
+        assert_eq!(text_covers("[1]", &desired, &[]), None);
+        assert_eq!(text_covers(r#"{"a": 1"#, &desired, &[]), None);
+        // A repeated key, at the top or below, is never called equal: a parse keeps the last.
+        for text in [
+            r#"{"a": 1, "a": 2, "m": {"x": 1}}"#,
+            r#"{"a": 2, "a": 1, "m": {"x": 1}}"#,
+            r#"{"a": 1, "m": {"x": 1, "x": 2}}"#,
+            r#"{"a": 1, "m": {"x": 1, "x": 1}}"#,
+        ] {
+            assert_eq!(text_covers(text, &desired, &[]), Some(false), "{text}");
+        }
+        // Counting alone would be fooled by a repeat: {"x":1,"x":1} has two keys, like {"x":1,"y":2}.
+        let Value::Object(two) = json!({"x": 1, "y": 2}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            text_matches(r#"{"x": 1, "x": 1}"#, &two).map(|m| m.equal),
+            Some(false)
+        );
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub struct DesiredAgent {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
-    /// As stored in `agents.spec` (any JSON: it is checked here), or why it could not be read.
-    pub spec: Result<Value, String>,
+    /// As stored in `agents.spec` (any JSON: it is checked here).
+    pub spec: Spec,
     pub generation: i64,
     pub mode: Mode,
     /// `deleted_at` is set: the agent's assistants are to be deleted.
@@ -124,6 +124,28 @@ pub struct DesiredAgent {
     /// Those tools' Vapi ids, resolved by the pass before planning ([`tools::resolve`]): what
     /// the controller writes to `model.toolIds`.
     pub tool_ids: Vec<String>,
+}
+
+/// `agents.spec` as stored: its text, parsed only where the body is built ([`desired_body`]).
+/// A pass holds every agent at once, and a tree costs several times its text.
+#[derive(Debug, Clone)]
+pub struct Spec(String);
+
+impl Spec {
+    pub fn from_text(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The spec, or why it cannot be read (naming the field; see [`validate::parse_spec`]).
+    pub fn parse(&self) -> Result<Value, String> {
+        validate::parse_spec(&self.0)
+    }
+}
+
+impl From<Value> for Spec {
+    fn from(spec: Value) -> Self {
+        Self(spec.to_string())
+    }
 }
 
 /// The body the controller last applied, as stored: a JSON text, compared with the desired body
@@ -185,12 +207,19 @@ pub struct CreateIntent {
 }
 
 /// One assistant as `GET /assistant` returned it.
+///
+/// A listed one is kept as its text (with its id, `createdAt` and marker read out): an assistant
+/// in sync is compared on that text in one scan and never parsed; the tree is built on first
+/// use of [`ActualAssistant::body`], that is only for one that differs.
 #[derive(Debug, Clone)]
 pub struct ActualAssistant {
     pub id: String,
     /// Vapi's ISO-8601 timestamp (fixed millisecond format, so string order is time order).
     pub created_at: String,
-    pub body: Map<String, Value>,
+    marker: Option<Marker>,
+    /// The text Vapi sent, when the assistant came from a listing.
+    text: Option<Box<str>>,
+    body: std::sync::OnceLock<Map<String, Value>>,
 }
 
 /// The ownership marker an assistant carries.
@@ -201,8 +230,24 @@ pub struct Marker {
     pub operation_id: Option<Uuid>,
 }
 
+impl Marker {
+    /// Reads our marker out of a `metadata` value.
+    fn read(metadata: Option<&Value>) -> Option<Self> {
+        let metadata = metadata?.as_object()?;
+        if metadata.get("managedBy")?.as_str()? != MANAGED_BY {
+            return None;
+        }
+        let text = |k: &str| metadata.get(k).and_then(Value::as_str);
+        Some(Self {
+            agent_id: text("agentId")?.parse().ok()?,
+            org_id: text("orgId").map(str::to_owned),
+            operation_id: text("operationId").and_then(|s| s.parse().ok()),
+        })
+    }
+}
+
 impl ActualAssistant {
-    /// Reads a listed object; `None` when it lacks an `id` (then it cannot be acted on anyway).
+    /// Reads a parsed object; `None` when it lacks an `id` (then it cannot be acted on anyway).
     pub fn from_value(value: Value) -> Option<Self> {
         let Value::Object(body) = value else {
             return None;
@@ -213,30 +258,75 @@ impl ActualAssistant {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        Some(Self {
+        Some(Self::from_parts(id, created_at, body))
+    }
+
+    /// An assistant whose body is already a tree.
+    pub fn from_parts(id: String, created_at: String, body: Map<String, Value>) -> Self {
+        Self {
             id,
             created_at,
-            body,
+            marker: Marker::read(body.get("metadata")),
+            text: None,
+            body: std::sync::OnceLock::from(body),
+        }
+    }
+
+    /// A listed item, kept as its text.
+    pub fn from_item(item: crate::vapi::Item) -> Self {
+        Self {
+            id: item.id,
+            created_at: item.created_at,
+            marker: Marker::read(item.metadata.as_ref()),
+            text: Some(item.text),
+            body: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The whole body, parsed on first use. A listed text parsed when it was listed, so it
+    /// parses again; an empty body stands in should it ever not.
+    pub fn body(&self) -> &Map<String, Value> {
+        self.body.get_or_init(|| {
+            self.text
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default()
         })
     }
 
+    /// Whether every key of `desired` has the same value here (json_eq; keys only here are not
+    /// looked at), decided on the listed text when the tree has not been built: `Some(true)`
+    /// only when certainly so. `metadata` is compared with our marker's operation id added, as
+    /// [`compare`] does.
+    fn covers(&self, desired: &Map<String, Value>) -> Option<bool> {
+        let text = self.text.as_deref().filter(|_| self.body.get().is_none())?;
+        let metadata = match (desired.get("metadata"), self.operation_id()) {
+            (Some(Value::Object(m)), Some(op)) => {
+                let mut with_op = m.clone();
+                with_op.insert("operationId".to_owned(), Value::String(op.to_string()));
+                Some(Value::Object(with_op))
+            }
+            _ => None,
+        };
+        let overrides: &[(&str, &Value)] = match &metadata {
+            Some(m) => &[("metadata", m)],
+            None => &[],
+        };
+        json::text_covers(text, desired, overrides)
+    }
+
+    fn operation_id(&self) -> Option<Uuid> {
+        self.marker.as_ref().and_then(|m| m.operation_id)
+    }
+
     /// This assistant's ownership marker, if it carries ours.
-    pub fn marker(&self) -> Option<Marker> {
-        let metadata = self.body.get("metadata")?.as_object()?;
-        if metadata.get("managedBy")?.as_str()? != MANAGED_BY {
-            return None;
-        }
-        let text = |k: &str| metadata.get(k).and_then(Value::as_str);
-        Some(Marker {
-            agent_id: text("agentId")?.parse().ok()?,
-            org_id: text("orgId").map(str::to_owned),
-            operation_id: text("operationId").and_then(|s| s.parse().ok()),
-        })
+    pub fn marker(&self) -> Option<&Marker> {
+        self.marker.as_ref()
     }
 
     /// The agent this assistant's ownership marker names, if it carries our marker.
     pub fn managed_agent(&self) -> Option<Uuid> {
-        self.marker().map(|m| m.agent_id)
+        self.marker.as_ref().map(|m| m.agent_id)
     }
 }
 
@@ -254,11 +344,7 @@ pub fn assume_applied(agent: &DesiredAgent) -> Option<ActualAssistant> {
     }
     let id = agent.recorded_assistant_id.clone()?;
     let body = agent.last_applied.as_ref()?.body()?.clone();
-    Some(ActualAssistant {
-        id,
-        created_at: String::new(),
-        body,
-    })
+    Some(ActualAssistant::from_parts(id, String::new(), body))
 }
 
 /// Knobs of the plan.
@@ -472,7 +558,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .filter(|(agent, _)| !known.contains(agent))
         .flat_map(|(agent, list)| list.iter().map(move |a| (*agent, *a)))
     {
-        let org = a.marker().and_then(|m| m.org_id);
+        let org = a.marker().and_then(|m| m.org_id.clone());
         if !input.shards.owns_marker(org.as_deref()) {
             other_shards += 1;
             continue;
@@ -589,10 +675,12 @@ pub fn decide(
         return decision;
     }
 
-    let body = match desired_body(agent, &settings.voices) {
-        Ok(desired) => {
+    // The recorded body is usually this very one: then it needs neither a tree nor a key scan,
+    // nor validating again (Vapi accepted it).
+    let (body, applied_now) = match built(agent, &settings.voices) {
+        Ok((desired, applied_now)) => {
             decision.normalizations = desired.normalizations;
-            desired.body
+            (desired.body, applied_now)
         }
         Err(problems) => {
             decision.action = Action::Invalid { problems };
@@ -603,7 +691,7 @@ pub fn decide(
         marked
             .iter()
             .copied()
-            .find(|a| a.marker().and_then(|m| m.operation_id) == Some(i.operation_id))
+            .find(|a| a.operation_id() == Some(i.operation_id))
     });
     decision.intent_landed = by_operation.map(|a| a.id.clone());
     let found = recorded
@@ -615,15 +703,6 @@ pub fn decide(
         .filter(|a| found.is_none_or(|(kept, _)| kept.id != a.id))
         .map(|a| a.id.clone())
         .collect();
-    // The recorded body is usually this very one: then it needs neither a tree nor a key scan.
-    let applied_now = agent
-        .last_applied
-        .as_ref()
-        .map(|l| l.matches(&body))
-        .unwrap_or(json::TextMatch {
-            equal: false,
-            within: false,
-        });
     decision.action = match (found, &agent.recorded_assistant_id, pending) {
         (Some((assistant, adopted)), _, _) => {
             // What was applied is about the recorded assistant only; an adopted one starts over.
@@ -659,13 +738,20 @@ pub(crate) fn compare(
     last_applied: Option<&LastApplied>,
     applied_now: json::TextMatch,
 ) -> Action {
+    // Every key of a last applied body within `body` is still desired: nothing was removed.
+    let removed_from = last_applied.filter(|_| !(applied_now.equal && applied_now.within));
+    if removed_from.is_none() && assistant.covers(body) == Some(true) {
+        // The common case, decided on the listed text: no tree, no paths.
+        return Action::InSync {
+            assistant_id: assistant.id.clone(),
+            adopted,
+        };
+    }
+    let actual = assistant.body();
     // The operation id is part of the marker but not of the desired state: keep what is there.
     let metadata = match (
         body.get("metadata"),
-        assistant
-            .body
-            .get("metadata")
-            .and_then(|m| m.get("operationId")),
+        actual.get("metadata").and_then(|m| m.get("operationId")),
     ) {
         (Some(Value::Object(desired)), Some(op)) => {
             let mut with_op = desired.clone();
@@ -682,7 +768,7 @@ pub(crate) fn compare(
             _ => desired,
         };
         let mut paths = Vec::new();
-        json::diff_paths(desired, assistant.body.get(key), key, &mut paths);
+        json::diff_paths(desired, actual.get(key), key, &mut paths);
         if paths.is_empty() {
             continue;
         }
@@ -697,15 +783,13 @@ pub(crate) fn compare(
         drift.extend(paths.into_iter().map(|path| Drift { path, kind }));
         patch.insert(key.clone(), desired.clone());
     }
-    // Every key of a last applied body within `body` is still desired: nothing was removed.
-    let removed_from = last_applied.filter(|_| !(applied_now.equal && applied_now.within));
     for key in removed_from
         .and_then(LastApplied::body)
         .iter()
         .flat_map(|l| l.keys())
     {
         let owned = key == "name" || key == "metadata";
-        let cleared = assistant.body.get(key).is_none_or(Value::is_null);
+        let cleared = actual.get(key).is_none_or(Value::is_null);
         if !owned && !body.contains_key(key) && !cleared {
             // Removed from the spec: clear it rather than leave the old value behind.
             drift.push(Drift {
@@ -739,11 +823,7 @@ pub fn residual(
     desired: &Map<String, Value>,
     answer: Map<String, Value>,
 ) -> Option<(Map<String, Value>, Vec<Drift>)> {
-    let assistant = ActualAssistant {
-        id: String::new(),
-        created_at: String::new(),
-        body: answer,
-    };
+    let assistant = ActualAssistant::from_parts(String::new(), String::new(), answer);
     let unmatched = json::TextMatch {
         equal: false,
         within: false,
@@ -777,12 +857,31 @@ pub fn with_operation(mut body: Map<String, Value>, operation_id: Uuid) -> Map<S
 /// The full assistant body the controller wants for this agent: the spec, the agent's name and
 /// the ownership marker. Errors list every structural problem, each naming the field.
 pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired, Vec<String>> {
-    let spec = match &agent.spec {
+    build(agent, voices, false).map(|(desired, _)| desired)
+}
+
+/// [`desired_body`] for planning, and how the body compares with the agent's last applied one.
+/// A body equal to it is not validated again: Vapi accepted that very body (validation was a
+/// quarter of a steady pass's CPU), and the answer is the same but for rules tightened since,
+/// which cannot make a body Vapi holds unsendable.
+fn built(
+    agent: &DesiredAgent,
+    voices: &VoiceRules,
+) -> Result<(Desired, json::TextMatch), Vec<String>> {
+    build(agent, voices, true)
+}
+
+fn build(
+    agent: &DesiredAgent,
+    voices: &VoiceRules,
+    trust_applied: bool,
+) -> Result<(Desired, json::TextMatch), Vec<String>> {
+    let spec = match agent.spec.parse() {
         Ok(Value::Object(spec)) => spec,
         Ok(other) => {
             return Err(vec![format!(
                 "spec must be a JSON object, found {}",
-                json_type(other)
+                json_type(&other)
             )]);
         }
         Err(e) => return Err(vec![format!("spec cannot be read: {e}")]),
@@ -818,9 +917,9 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
             "spec.{field} is assigned by Vapi and cannot be set: remove it"
         ));
     }
-    let mut body = spec.clone();
+    let mut body = spec;
     let mut normalizations = Vec::new();
-    if let Some(voice) = spec.get("voice") {
+    if let Some(voice) = body.get("voice") {
         let normalized = voices.normalize(voice);
         let mut voice = normalized.voice;
         normalizations = normalized.applied;
@@ -838,18 +937,22 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
         body.insert("voice".to_owned(), voice);
     }
     // `validate_spec` skips `name`, `metadata` and the server fields itself (reported above).
-    problems.extend(validate::validate_spec(&body, &agent.name));
+    let unresolved = agent.tool_ids.len() != agent.tool_names.len();
+    if !problems.is_empty() || unresolved {
+        problems.extend(validate::validate_spec(&body, &agent.name));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
-    if agent.tool_ids.len() != agent.tool_names.len() {
+    if unresolved {
         // The pass resolves references before planning; a body without them would unlink tools.
         return Err(vec![format!(
             "agents.tool_names ({}) are not resolved to Vapi tools yet: nothing is sent",
             agent.tool_names.join(", ")
         )]);
     }
-    if !agent.tool_ids.is_empty() {
+    let linked = !agent.tool_ids.is_empty();
+    if linked {
         if let Some(Value::Object(model)) = body.get_mut("model") {
             model.insert(
                 "toolIds".to_owned(),
@@ -866,10 +969,41 @@ pub fn desired_body(agent: &DesiredAgent, voices: &VoiceRules) -> Result<Desired
             "orgId": agent.org_id.to_string(),
         }),
     );
-    Ok(Desired {
-        body,
-        normalizations,
-    })
+    let unmatched = json::TextMatch {
+        equal: false,
+        within: false,
+    };
+    let applied_now = agent
+        .last_applied
+        .as_ref()
+        .map_or(unmatched, |l| l.matches(&body));
+    if !(trust_applied && applied_now.equal) {
+        // Validated as the spec it was made from: without what the controller added just now.
+        let owned = [body.remove("name"), body.remove("metadata")];
+        let ids = match body.get_mut("model") {
+            Some(Value::Object(model)) if linked => model.remove("toolIds"),
+            _ => None,
+        };
+        let problems = validate::validate_spec(&body, &agent.name);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if let (Some(ids), Some(Value::Object(model))) = (ids, body.get_mut("model")) {
+            model.insert("toolIds".to_owned(), ids);
+        }
+        for (key, value) in ["name", "metadata"].into_iter().zip(owned) {
+            if let Some(value) = value {
+                body.insert(key.to_owned(), value);
+            }
+        }
+    }
+    Ok((
+        Desired {
+            body,
+            normalizations,
+        },
+        applied_now,
+    ))
 }
 
 /// The rule name of a fallback made because Vapi refused a voice.

@@ -14,7 +14,7 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         id: AGENT.parse().expect("uuid"),
         org_id: ORG.parse().expect("uuid"),
         name: "front-desk".to_owned(),
-        spec: Ok(spec),
+        spec: Spec::from(spec),
         generation: 3,
         mode: Mode::Enforce,
         deleted: false,
@@ -76,15 +76,30 @@ fn plan_sharded(
     })
 }
 
+/// Plans one agent twice: against the assistants as given (listed ones are texts, compared
+/// without a tree where they are equal) and against the same assistants as parsed trees. The
+/// two must agree: the text is a shortcut, never a different answer.
 fn plan_one(agent: &DesiredAgent, listed: &[ActualAssistant]) -> Decision {
-    let mut p = plan_with(
-        std::slice::from_ref(agent),
-        listed,
-        &HashMap::new(),
-        &settings(),
-    );
-    assert_eq!(p.decisions.len(), 1);
-    p.decisions.remove(0)
+    let once = |listed: &[ActualAssistant]| {
+        let mut p = plan_with(
+            std::slice::from_ref(agent),
+            listed,
+            &HashMap::new(),
+            &settings(),
+        );
+        assert_eq!(p.decisions.len(), 1);
+        p.decisions.remove(0)
+    };
+    let trees: Vec<ActualAssistant> = listed
+        .iter()
+        .map(|a| {
+            let copy = a.clone();
+            ActualAssistant::from_parts(a.id.clone(), a.created_at.clone(), copy.body().clone())
+        })
+        .collect();
+    let decided = once(listed);
+    assert_eq!(decided, once(&trees), "a text and its tree decide alike");
+    decided
 }
 
 fn marker() -> Value {
@@ -100,7 +115,8 @@ fn spec() -> Value {
     })
 }
 
-/// An assistant as Vapi would list it: the body plus server fields, keys in another order.
+/// An assistant as Vapi would list it: the body plus server fields, keys in another order,
+/// kept as its text the way a listing keeps it.
 fn listed(id: &str, created_at: &str, body: Value) -> ActualAssistant {
     let mut v = json!({
         "id": id, "orgId": "vapi-org", "createdAt": created_at, "updatedAt": created_at,
@@ -109,7 +125,12 @@ fn listed(id: &str, created_at: &str, body: Value) -> ActualAssistant {
     for (k, val) in body.as_object().expect("object") {
         v[k] = val.clone();
     }
-    ActualAssistant::from_value(v).expect("has id")
+    ActualAssistant::from_item(crate::vapi::Item {
+        id: id.to_owned(),
+        created_at: created_at.to_owned(),
+        metadata: v.get("metadata").cloned(),
+        text: v.to_string().into(),
+    })
 }
 
 fn in_sync_body() -> Value {
@@ -264,9 +285,9 @@ fn decisions() {
         },
         Case {
             name: "spec the store could not parse: invalid, with the parser's reason",
-            agent: DesiredAgent { spec: Err("recursion limit exceeded".into()), ..agent(spec(), Some("a1")) },
+            agent: DesiredAgent { spec: Spec::from_text(r#"{"model": 1e400}"#.into()), ..agent(spec(), Some("a1")) },
             listed: vec![listed("a1", t0, in_sync_body())],
-            want: Action::Invalid { problems: vec!["spec cannot be read: recursion limit exceeded".into()] },
+            want: Action::Invalid { problems: vec!["spec cannot be read: spec.model cannot be read: number out of range at line 1 column 5".into()] },
         },
         Case {
             name: "spec sets controller- and server-owned fields: every problem listed",
@@ -631,12 +652,56 @@ fn create_body_carries_the_operation_id() {
     let listed = listed("a1", "2026-11-21T10:00:00.000Z", Value::Object(body));
     assert_eq!(
         listed.marker(),
-        Some(Marker {
+        Some(&Marker {
             agent_id: AGENT.parse().expect("uuid"),
             org_id: Some(ORG.into()),
             operation_id: Some(op)
         })
     );
+}
+
+#[test]
+fn a_body_vapi_accepted_is_not_validated_again_but_any_other_is() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    // A field the validation refuses (not a Vapi assistant field), in a body Vapi holds and the
+    // controller last applied: a rule added after that apply.
+    let spec = with(spec(), "legacyGreeting", json!("Hi"));
+    let Value::Object(mut applied) = with(
+        Value::Object(expected_body()),
+        "legacyGreeting",
+        json!("Hi"),
+    ) else {
+        unreachable!()
+    };
+    let listed_body = with(in_sync_body(), "legacyGreeting", json!("Hi"));
+    let accepted = DesiredAgent {
+        last_applied: Some(applied.clone().into()),
+        ..agent(spec.clone(), Some("a1"))
+    };
+    assert_eq!(
+        plan_one(&accepted, &[listed("a1", t0, listed_body.clone())]).action,
+        Action::InSync {
+            assistant_id: "a1".into(),
+            adopted: false
+        }
+    );
+    // Not what was applied (another value applied, or nothing recorded): validated, refused.
+    applied.insert("legacyGreeting".into(), json!("Hello"));
+    for last_applied in [Some(applied.into()), None] {
+        let other = DesiredAgent {
+            last_applied,
+            ..agent(spec.clone(), Some("a1"))
+        };
+        match plan_one(&other, &[listed("a1", t0, listed_body.clone())]).action {
+            Action::Invalid { problems } => assert!(
+                problems.iter().any(|p| p.contains("spec.legacyGreeting")),
+                "{problems:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // `desired_body` itself (previews, the bad-input corpus) always validates.
+    assert!(desired_body(&accepted, &VoiceRules::default()).is_err());
 }
 
 #[test]
@@ -728,7 +793,7 @@ fn a_focused_plan_patches_what_the_spec_changed_since_the_last_apply() {
         ..agent(with(spec(), "firstMessage", json!("Hi!")), Some("a1"))
     };
     let stand_in = assume_applied(&saved).expect("recorded assistant and applied body");
-    assert_eq!((stand_in.id.as_str(), &stand_in.body), ("a1", &applied));
+    assert_eq!((stand_in.id.as_str(), stand_in.body()), ("a1", &applied));
     match plan_one(&saved, &[stand_in]).action {
         Action::Patch {
             assistant_id,

@@ -281,7 +281,7 @@ pub fn plan_tools(input: &ToolPlanInput<'_>) -> ToolPlan {
     let by_id: HashMap<&str, &ActualAssistant> =
         input.listed.iter().map(|t| (t.id.as_str(), t)).collect();
     for t in input.listed {
-        if let Some(m) = tool_marker(&t.body) {
+        if let Some(m) = tool_marker(t.body()) {
             by_marker.entry(m).or_default().push(t);
         }
     }
@@ -390,10 +390,10 @@ fn decide<'l>(
         let since = intent.started_at - TimeDelta::seconds(5);
         let mut found = input.listed.iter().filter(|t| {
             !claimed.contains(t.id.as_str())
-                && tool_marker(&t.body).is_none()
+                && tool_marker(t.body()).is_none()
                 && DateTime::parse_from_rfc3339(&t.created_at)
                     .is_ok_and(|c| c.with_timezone(&Utc) >= since)
-                && comparable_eq(&body, &t.body)
+                && comparable_eq(&body, t.body())
         });
         let first = found.next()?;
         // Two identical candidates: neither is provably ours.
@@ -550,11 +550,7 @@ mod tests {
         };
         body.insert("id".into(), json!(id));
         body.insert("createdAt".into(), json!(created_at));
-        ActualAssistant {
-            id: id.into(),
-            created_at: created_at.into(),
-            body,
-        }
+        ActualAssistant::from_parts(id.into(), created_at.into(), body)
     }
 
     fn plan_one(t: &DesiredTool, listed: &[ActualAssistant]) -> ToolDecision {

@@ -100,7 +100,7 @@ pub fn stored_spec_problems(
         id: uuid::Uuid::nil(),
         org_id: uuid::Uuid::nil(),
         name: name.to_owned(),
-        spec: parse_spec(text),
+        spec: super::Spec::from_text(text.to_owned()),
         generation: 1,
         mode: super::Mode::Enforce,
         deleted: false,

@@ -27,6 +27,7 @@ pub use org_keys::{OrgKeyError, OrgKeyInfo};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -225,7 +226,7 @@ impl AgentRow {
             id: self.id,
             org_id: self.org_id,
             name: self.name,
-            spec: crate::reconcile::validate::parse_spec(&self.spec),
+            spec: crate::reconcile::Spec::from_text(self.spec),
             generation: self.generation,
             // The column's check constraint admits only known modes.
             mode: Mode::parse(&self.management_mode).unwrap_or_default(),
@@ -298,16 +299,20 @@ impl Store {
         &self,
         shards: &Shards,
     ) -> Result<Vec<(DesiredAgent, Option<RecordedStatus>)>, StoreError> {
-        let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+        let rows = sqlx::query_as::<_, AgentRow>(&format!(
             "{AGENTS} where $1 or vapi_reconciler_shard(a.org_id, $2) = any($3)
              order by a.org_id, a.id"
         ))
         .bind(shards.is_all())
         .bind(i32::try_from(shards.count()).unwrap_or(i32::MAX))
         .bind(owned(shards))
-        .fetch_all(&self.pool)
+        // Each row becomes an agent as it arrives: the pass never holds the rows and the agents
+        // made of them at once.
+        .fetch(&self.pool)
+        .map_ok(AgentRow::split)
+        .try_collect()
         .await?;
-        Ok(rows.into_iter().map(AgentRow::split).collect())
+        Ok(rows)
     }
 
     /// The agents of `ids` that exist and belong to `shards`, as [`Store::load_agents`] reads

@@ -2,7 +2,14 @@
 //! not hide all the others (a "poison" item).
 //!
 //! Design note: a page is first split into its items without building them — serde_json skips a
-//! [`RawValue`] iteratively, with no recursion limit — and each item is then parsed on its own.
+//! [`RawValue`] iteratively, with no recursion limit — and each item is then read on its own.
+//! A readable item is kept as its text with the few fields paging and ownership need (`id`,
+//! `createdAt`, `metadata`): reading it walks every value exactly as a full parse would, so it
+//! fails exactly where a parse would, but builds no tree. A listing of 100,000 assistants is
+//! then 100,000 short texts rather than 100,000 trees (a tree costs several times its text);
+//! whoever needs a body parses it, and an assistant in sync is compared on its text
+//! ([`crate::reconcile::json::text_covers`]) and never parsed at all.
+//!
 //! An item that does not parse (nested beyond serde_json's limit of 128 levels, a number out of
 //! range such as `1e400`, …) or that lacks what paging needs (a string `id` and `createdAt`) is
 //! kept as an [`Unreadable`]: the parser's error, and the item's top-level fields that can be read
@@ -17,14 +24,34 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::VapiError;
+use crate::reconcile::json::Key;
 
 /// What a listing (one page, or every page) held: the items the controller can read, and the
 /// ones it cannot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listing {
     /// Readable assistants: JSON objects with a string `id` and `createdAt`.
-    pub items: Vec<Value>,
+    pub items: Vec<Item>,
     pub unreadable: Vec<Unreadable>,
+}
+
+/// A listed item the controller can read: what paging and ownership need, and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub id: String,
+    pub created_at: String,
+    /// Its `metadata`, where an assistant carries the ownership marker (`None` when absent).
+    pub metadata: Option<Value>,
+    /// The item as Vapi sent it: a JSON object that parses.
+    pub text: Box<str>,
+}
+
+impl Item {
+    /// The whole item, parsed. The text parsed when it was listed, so this cannot fail; `Null`
+    /// stands in should it ever.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
 }
 
 /// A listed item the controller cannot read.
@@ -76,13 +103,25 @@ pub(crate) fn parse_page(body: &[u8]) -> Result<Listing, VapiError> {
 }
 
 /// One item, or why it cannot be read (boxed only to keep the `Result` small).
-fn read_item(raw: &RawValue) -> Result<Value, Box<Unreadable>> {
+fn read_item(raw: &RawValue) -> Result<Item, Box<Unreadable>> {
+    if let Some(item) = head(raw.get()) {
+        return Ok(item);
+    }
+    // Not readable: the full parse names why (this path is for the rare bad item only).
     let error = match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::Object(body)) => {
             let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
             let (id, created_at) = (text("id"), text("createdAt"));
             let missing = match (&id, &created_at) {
-                (Some(_), Some(_)) => return Ok(Value::Object(body)),
+                (Some(_), Some(_)) => {
+                    // `head` refuses only what this parse refuses: unreachable, kept total.
+                    return Ok(Item {
+                        id: id.unwrap_or_default(),
+                        created_at: created_at.unwrap_or_default(),
+                        metadata: body.get("metadata").cloned(),
+                        text: raw.get().into(),
+                    });
+                }
                 (None, _) => "it has no string id",
                 (Some(_), None) => "it has no string createdAt (needed to page the listing)",
             };
@@ -100,6 +139,121 @@ fn read_item(raw: &RawValue) -> Result<Value, Box<Unreadable>> {
         Err(e) => e.to_string(),
     };
     Err(Box::new(shallow(raw, error)))
+}
+
+/// A readable item without its tree: `None` unless the text is an object that parses as a
+/// whole (the same walk, depth limit and number range as `serde_json::from_str::<Value>`) with a
+/// string `id` and `createdAt`. A key given twice counts as a parse would: the last one.
+fn head(text: &str) -> Option<Item> {
+    #[derive(Default)]
+    struct Head {
+        id: Option<String>,
+        created_at: Option<String>,
+        metadata: Option<Value>,
+    }
+    struct Top;
+    impl<'de> serde::de::Visitor<'de> for Top {
+        type Value = Option<Head>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut head = Head::default();
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                match key.0.as_ref() {
+                    "id" => head.id = map.next_value::<Value>()?.as_str().map(str::to_owned),
+                    "createdAt" => {
+                        head.created_at = map.next_value::<Value>()?.as_str().map(str::to_owned);
+                    }
+                    "metadata" => head.metadata = Some(map.next_value()?),
+                    _ => map.next_value::<Walk>().map(|_| ())?,
+                }
+            }
+            Ok(Some(head))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<Walk>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let head = serde::Deserializer::deserialize_any(&mut de, Top).ok()??;
+    de.end().ok()?;
+    let null = head.metadata.as_ref().is_some_and(Value::is_null);
+    Some(Item {
+        id: head.id?,
+        created_at: head.created_at?,
+        metadata: head.metadata.filter(|_| !null),
+        text: text.into(),
+    })
+}
+
+/// Any JSON value, walked as [`Value`]'s own deserializer walks it (so it fails where that
+/// fails: nesting beyond the limit, numbers out of range, bad escapes) and built into nothing.
+/// `IgnoredAny` would not do: serde_json skips it without those checks.
+struct Walk;
+
+impl<'de> serde::Deserialize<'de> for Walk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Walk)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk {
+    type Value = Walk;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
+        while map.next_entry::<Key<'de>, Walk>()?.is_some() {}
+        Ok(Walk)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Walk, A::Error> {
+        while seq.next_element::<Walk>()?.is_some() {}
+        Ok(Walk)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_unit<E>(self) -> Result<Walk, E> {
+        Ok(Walk)
+    }
 }
 
 /// The top-level fields of a JSON object text, in order and with repeats, none of them built:
@@ -182,7 +336,7 @@ mod tests {
                {{"id":"a3","createdAt":"2026-01-03T00:00:00Z"}}]"#
         );
         let page = parse_page(body.as_bytes()).expect("page");
-        let ids: Vec<_> = page.items.iter().map(|i| i["id"].clone()).collect();
+        let ids: Vec<_> = page.items.iter().map(|i| i.id.clone()).collect();
         assert_eq!(ids, ["a1", "a3"]);
         let [bad] = page.unreadable.as_slice() else {
             panic!("{page:?}")
@@ -250,6 +404,31 @@ mod tests {
         ] {
             let err = parse_page(body).expect_err("not an array");
             assert!(matches!(err, VapiError::Decode(_)), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn an_item_is_readable_exactly_when_it_parses_and_keeps_its_text() {
+        let items = [
+            r#"{"id":"a","createdAt":"t","metadata":{"managedBy":"m"},"x":[1,{"y":"\u00e9"}]}"#,
+            r#"{"id":"a","createdAt":"t","metadata":null}"#,
+            r#"{"id":"first","id":"a","createdAt":"t"}"#,
+            r#"{"id":"a","createdAt":"t","bad":"\ud800"}"#,
+            r#"{"id":"a","createdAt":"t","n":-1e400}"#,
+            r#"{"id":"a","createdAt":"t","n":18446744073709551616}"#,
+            r#"{"id":"a","createdAt":"t","\ud800":1}"#,
+        ];
+        for item in items {
+            let page = parse_page(format!("[{item}]").as_bytes()).expect("page");
+            let parsed = serde_json::from_str::<Value>(item);
+            assert_eq!(page.items.len(), usize::from(parsed.is_ok()), "{item}");
+            if let (Some(read), Ok(parsed)) = (page.items.first(), parsed) {
+                assert_eq!(read.value(), parsed, "{item}");
+                assert_eq!(&*read.text, item);
+                assert_eq!(read.id, parsed["id"].as_str().expect("id"));
+                let metadata = parsed.get("metadata").filter(|m| !m.is_null());
+                assert_eq!(read.metadata.as_ref(), metadata, "{item}");
+            }
         }
     }
 

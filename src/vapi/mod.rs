@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 pub use error::VapiError;
 pub(crate) use listing::top_level_fields;
-pub use listing::{Listing, Unreadable};
+pub use listing::{Item, Listing, Unreadable};
 pub use resource::Resource;
 
 use crate::credentials::ApiKey;
@@ -264,9 +264,8 @@ where
             }
         };
         for item in page.items {
-            let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
-            advance(item.get("createdAt").and_then(Value::as_str));
-            if seen.insert(id.to_owned()) {
+            advance(Some(&item.created_at));
+            if seen.insert(item.id.clone()) {
                 fresh += 1;
                 all.items.push(item);
             }
