@@ -77,6 +77,25 @@ async fn second_pass_with_nothing_changed_writes_nothing(pool: PgPool) {
     );
     assert_eq!(counters.total("GET", "/assistant/{id}"), 0);
     assert_eq!((report.in_sync, report.status_writes), (20, 0));
+    // The first pass to see them in sync remembers what it decided from, keeping each row as the
+    // create left it; the next has nothing at all to write.
+    assert_eq!(report.memos_written, 20);
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("select reason, in_sync_digest is not null from agent_status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(
+        rows.iter().all(|r| r == &("Created".to_owned(), true)),
+        "{rows:?}"
+    );
+    let again = env.pass().await;
+    assert_eq!(
+        (again.in_sync, again.status_writes, again.memos_written),
+        (20, 0, 0)
+    );
+    assert_eq!(env.sim.counters().writes(), 0);
 }
 
 #[sqlx::test]
@@ -147,6 +166,8 @@ async fn assistant_edited_out_of_band_is_patched_back(pool: PgPool) {
     let org = org(&pool, "Harbor").await;
     let id = agent(&pool, org, "front-desk", spec(1)).await;
     env.pass().await;
+    // Remembered in sync first: the memo must not hide what Vapi changed since.
+    assert_eq!(env.pass().await.memos_written, 1);
     let aid = status(&pool, id).await.assistant_id.unwrap();
     let mut rude = spec(1)["model"].clone();
     rude["messages"][0]["content"] = json!("Be rude to callers.");

@@ -341,6 +341,15 @@ async fn curve(
             n - have,
             setup.report
         );
+        // The first pass to find the new assistants in sync records what it decided from (the
+        // in-sync memo, src/reconcile/memo.rs): one status write per agent, once.
+        let warm = reconcile_once(bin, env, sim, dir, &format!("warm-{n}"), Run::Setup).await?;
+        anyhow::ensure!(
+            warm.report["in_sync"].as_u64() == Some(n as u64),
+            "the warm-up pass at N={n} found {} in sync (report: {})",
+            warm.report["in_sync"],
+            warm.report
+        );
         let setup_wall = t_setup.elapsed().as_secs_f64();
         have = n;
 
@@ -360,6 +369,11 @@ async fn curve(
         anyhow::ensure!(
             in_sync as usize == n,
             "the measured pass at N={n} found {in_sync} in sync (report: {r})"
+        );
+        // Every in-sync agent's memo matched: none is left to remember, nothing to write.
+        anyhow::ensure!(
+            r["memos_written"].as_u64() == Some(0) && r["status_writes"].as_u64() == Some(0),
+            "the measured pass at N={n} wrote statuses or memos (report: {r})"
         );
         // A pass reads the agents at the least: none counted means the log was not read right.
         anyhow::ensure!(
@@ -382,9 +396,14 @@ async fn curve(
             // cost a page per hundred; a GET or write per agent would be a ratio of 10 or more.
             goal: Some(1.01),
             note: format!(
-                "in sync {in_sync}, patched {}, created {}, status writes {}; process wall \
-                 {:.2} s (pass {} s); setup pass {setup_wall:.1} s",
-                r["patched"], r["created"], r["status_writes"], pass.wall, r["duration_seconds"]
+                "in sync {in_sync}, patched {}, created {}, status writes {}, memos {}; process \
+                 wall {:.2} s (pass {} s); setup and warm-up passes {setup_wall:.1} s",
+                r["patched"],
+                r["created"],
+                r["status_writes"],
+                r["memos_written"],
+                pass.wall,
+                r["duration_seconds"]
             ),
         });
         rows.push(Row {

@@ -537,7 +537,7 @@ async fn verify(
         reconcile::describe_drift(&drift)
     );
     let sent = write(journal, lane, "patch", Some(assistant_id), why, || {
-        lane.update(ASSISTANT, assistant_id, &patch, ctx.cancel)
+        ctx.send(lane.update(ASSISTANT, assistant_id, &patch, ctx.cancel))
     })
     .await;
     let unresolved = match sent {
@@ -741,8 +741,8 @@ async fn send(
 ) -> Result<Value, Stop> {
     let call = || async {
         match assistant_id {
-            Some(id) => lane.update(ASSISTANT, id, body, ctx.cancel).await,
-            None => lane.create(ASSISTANT, body, ctx.cancel).await,
+            Some(id) => ctx.send(lane.update(ASSISTANT, id, body, ctx.cancel)).await,
+            None => ctx.send(lane.create(ASSISTANT, body, ctx.cancel)).await,
         }
     };
     let result = match begun {
@@ -787,9 +787,9 @@ async fn delete_confirmed(
 ) -> Result<(), CallError> {
     let stop = ctx.cancel;
     let confirm = || async {
-        match lane.delete(ASSISTANT, id, stop).await {
+        match ctx.send(lane.delete(ASSISTANT, id, stop)).await {
             Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => {
-                match lane.get(ASSISTANT, id, stop).await {
+                match ctx.send(lane.get(ASSISTANT, id, stop)).await {
                     Err(CallError::Vapi(VapiError::NotFound)) => Ok(Value::Null),
                     Ok(_) => Err(CallError::Vapi(VapiError::UnexpectedStatus {
                         status: 200,
@@ -884,7 +884,10 @@ pub(crate) async fn stray(ctx: &PassContext<'_>, s: &Stray, lane: &Lane) -> Stra
             return out;
         }
     };
-    let result = match lane.delete(ASSISTANT, &s.assistant_id, ctx.cancel).await {
+    let result = match ctx
+        .send(lane.delete(ASSISTANT, &s.assistant_id, ctx.cancel))
+        .await
+    {
         Ok(_) | Err(CallError::Vapi(VapiError::NotFound)) => Ok(()),
         Err(e) => Err(e),
     };

@@ -193,6 +193,8 @@ pub struct Controller {
     store: Store,
     platform: PlatformKey,
     lanes: Lanes,
+    /// At most `concurrency` Vapi writes in flight across every pass of this controller.
+    requests: tokio::sync::Semaphore,
     requeue: Requeue,
     config: LoopConfig,
     settings: PassSettings,
@@ -226,6 +228,7 @@ impl Controller {
         Self {
             store,
             lanes: Lanes::new(vapi, config.lanes.clone()),
+            requests: tokio::sync::Semaphore::new(settings.concurrency.max(1)),
             requeue: Requeue::new(config.agent_backoff, config.lanes.clock.clone()),
             platform,
             config,
@@ -280,6 +283,7 @@ impl Controller {
         PassContext {
             store: &self.store,
             lanes: &self.lanes,
+            requests: &self.requests,
             platform,
             org_keys,
             requeue: &self.requeue,
@@ -361,6 +365,7 @@ impl Controller {
                 skipped = r.skipped,
                 blocked = r.blocked.is_some(),
                 status_writes = r.status_writes,
+                memos_written = r.memos_written,
                 duration_ms = r.duration.as_millis() as u64,
                 "pass complete"
             ),

@@ -480,7 +480,9 @@ async fn point(
         "assistantId".to_owned(),
         to.map_or(Value::Null, |a| Value::String(a.to_owned())),
     );
-    let result = lane.update(NUMBER, phone_id, &body, ctx.cancel).await;
+    let result = ctx
+        .send(lane.update(NUMBER, phone_id, &body, ctx.cancel))
+        .await;
     if let Err(e) = &result {
         if e.local() {
             // Refused before it reached Vapi: not a write.

@@ -187,6 +187,8 @@ pub struct Outcome {
     pub attempted: bool,
     /// Fingerprint of the key the agent's calls used (or would use).
     pub key_fingerprint: Option<String>,
+    /// In sync with nothing new to record: the memo digest to keep ([`crate::reconcile::memo`]).
+    pub in_sync_digest: Option<crate::reconcile::memo::InSyncDigest>,
 }
 
 impl Outcome {
@@ -210,6 +212,7 @@ impl Outcome {
             normalizations: Vec::new(),
             attempted: reason != Reason::InSync && reason != Reason::Adopted,
             key_fingerprint: None,
+            in_sync_digest: None,
         }
     }
 
@@ -281,6 +284,7 @@ impl Outcome {
             normalizations: Vec::new(),
             attempted,
             key_fingerprint: None,
+            in_sync_digest: None,
         }
     }
 
@@ -309,6 +313,7 @@ impl Outcome {
             normalizations: self.normalizations.clone(),
             attempted: self.attempted,
             key_fingerprint: self.key_fingerprint.clone(),
+            in_sync_digest: self.in_sync_digest.map(|d| d.to_vec()),
         }
     }
 }
@@ -843,16 +848,19 @@ fn describe(action: &Action, duplicates: &[String]) -> Option<String> {
 }
 
 fn in_sync(d: &Decision, assistant_id: &str) -> Outcome {
-    Outcome::synced(
-        d.agent_id,
-        d.generation,
-        Reason::InSync,
-        assistant_id,
-        format!(
-            "Assistant {assistant_id} matches generation {}.",
-            d.generation
-        ),
-    )
+    Outcome {
+        in_sync_digest: d.in_sync_digest,
+        ..Outcome::synced(
+            d.agent_id,
+            d.generation,
+            Reason::InSync,
+            assistant_id,
+            format!(
+                "Assistant {assistant_id} matches generation {}.",
+                d.generation
+            ),
+        )
+    }
 }
 
 pub(crate) fn invalid(agent_id: Uuid, generation: i64, problems: &[String]) -> Outcome {

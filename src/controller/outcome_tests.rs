@@ -27,6 +27,7 @@ fn decision(action: Action) -> Decision {
         intent_landed: None,
         desired: json!({"firstMessage": "Hi."}).as_object().cloned(),
         normalizations: Vec::new(),
+        in_sync_digest: None,
     }
 }
 

@@ -102,6 +102,8 @@ pub struct PassReport {
     /// Writes not started because shutdown began or leadership could not be proven.
     pub skipped: usize,
     pub status_writes: usize,
+    /// In-sync statuses that got their memo digest ([`crate::reconcile::memo`]), the row kept.
+    pub memos_written: usize,
     pub journal_entries: usize,
     pub dry_run: bool,
     /// Why the assistants could not be listed, when they could not.
@@ -166,6 +168,8 @@ pub struct PassSettings {
 pub struct PassContext<'a> {
     pub store: &'a Store,
     pub lanes: &'a lane::Lanes,
+    /// Bounds the apply stages' requests in flight; see [`PassContext::send`].
+    pub requests: &'a tokio::sync::Semaphore,
     pub platform: &'a LoadedKey,
     /// Organizations with their own key, or why it cannot be used.
     pub org_keys: &'a HashMap<Uuid, Result<ApiKey, String>>,
@@ -178,6 +182,24 @@ pub struct PassContext<'a> {
     /// This replica's identity, for the journal.
     pub holder: &'a str,
     pub cancel: &'a CancellationToken,
+}
+
+impl PassContext<'_> {
+    /// Sends one request of an apply stage once fewer than `concurrency` are in flight.
+    ///
+    /// The stages run twice as many workers as requests may be in flight, so a worker's own
+    /// database work (a create's intent commit, a write's pending journal row) happens while the
+    /// others' requests are out rather than between them; the bound Vapi sees is this one.
+    pub(crate) async fn send<T>(&self, request: impl std::future::Future<Output = T>) -> T {
+        // Never closed: the controller owns the semaphore for its whole life.
+        let _permit = self.requests.acquire().await.ok();
+        request.await
+    }
+
+    /// How many items an apply stage works on at once: twice the requests in flight.
+    pub(crate) fn workers(&self) -> usize {
+        self.settings.concurrency.max(1).saturating_mul(2)
+    }
 }
 
 /// What a pass looks at.
@@ -390,6 +412,8 @@ struct Lanes {
     strays: Vec<Arc<Lane>>,
 }
 
+// Nearly all work is agents: boxing their decisions would only add an allocation to each.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     Agent(reconcile::Decision, Arc<Lane>),
     Stray(reconcile::Stray, Arc<Lane>),
@@ -469,7 +493,7 @@ async fn execute_plan(
                 }
                 done
             })
-            .buffer_unordered(ctx.settings.concurrency);
+            .buffer_unordered(ctx.workers());
         while let Some(done) = results.next().await {
             if let Some(o) = &done.status {
                 if ctx.requeue.observe(o) {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::outcome::{Done, Outcome, Reason};
 use super::pass::{PassContext, PassError, PassReport};
-use crate::store::{RecordedStatus, SyncState};
+use crate::store::{Memo, RecordedStatus, SyncState};
 
 /// Counts outcomes, appends their journal entries, and writes the statuses that change what the
 /// status table says together with the intents they settle.
@@ -26,6 +26,7 @@ pub(super) async fn record(
     let mut discarded = Vec::new();
     let mut creates = Vec::new();
     let mut settled = Vec::new();
+    let mut memos = Vec::new();
     for d in done {
         if let Some(m) = ctx.metrics {
             for j in &d.journal {
@@ -72,10 +73,18 @@ pub(super) async fn record(
         }
         // Logged when the status changes, not on every pass that finds it unchanged: a few
         // invalid agents at a short resync would otherwise fill the logs with the same lines.
-        let changed = !already_recorded(&o, recorded.get(&o.agent_id));
+        let was = recorded.get(&o.agent_id);
+        let changed = !already_recorded(&o, was);
         count(&o, changed, report);
         if changed {
             updates.push(o.to_update());
+        } else if let Some(digest) = new_memo(&o, was) {
+            // The row stays as it is (why it got synced); only the memo is added to it.
+            memos.push(Memo {
+                agent_id: o.agent_id,
+                generation: o.generation,
+                digest: digest.to_vec(),
+            });
         }
     }
     // The journal first: it must hold every write even if this replica was just deposed.
@@ -84,10 +93,18 @@ pub(super) async fn record(
         .await?;
     report.journal_entries += journal.len();
     ctx.store
-        .write_outcomes(&ctx.owner.fences(), &updates, &settled)
+        .write_outcomes(&ctx.owner.fences(), &updates, &settled, &memos)
         .await?;
     report.status_writes += updates.len();
+    report.memos_written += memos.len();
     Ok(())
+}
+
+/// An in-sync outcome whose row stays, with a memo digest the row does not hold yet.
+fn new_memo<'o>(o: &'o Outcome, recorded: Option<&RecordedStatus>) -> Option<&'o [u8; 32]> {
+    let digest = o.in_sync_digest.as_ref()?;
+    let held = recorded.and_then(|r| r.in_sync_digest.as_deref());
+    (o.reason == Reason::InSync && held != Some(&digest[..])).then_some(digest)
 }
 
 fn count(o: &Outcome, changed: bool, report: &mut PassReport) {

@@ -314,7 +314,7 @@ pub(crate) async fn converge_tools(ctx: &PassContext<'_>) -> Result<ToolReport, 
             let applied = apply(ctx, &d, &lane, held).await;
             (d, applied)
         })
-        .buffer_unordered(ctx.settings.concurrency.max(1));
+        .buffer_unordered(ctx.workers());
     while let Some((d, applied)) = results.next().await {
         let ToolApplied {
             status: s,
@@ -480,8 +480,16 @@ impl Writer<'_> {
                 })?,
         );
         let result = match patch {
-            Some(p) => self.lane.update(TOOL, id, p, self.ctx.cancel).await,
-            None => self.lane.delete(TOOL, id, self.ctx.cancel).await,
+            Some(p) => {
+                self.ctx
+                    .send(self.lane.update(TOOL, id, p, self.ctx.cancel))
+                    .await
+            }
+            None => {
+                self.ctx
+                    .send(self.lane.delete(TOOL, id, self.ctx.cancel))
+                    .await
+            }
         };
         self.finish(row, &result);
         result
@@ -803,7 +811,7 @@ async fn create(
             );
         }
     }
-    let result = w.lane.create(TOOL, body, ctx.cancel).await;
+    let result = ctx.send(w.lane.create(TOOL, body, ctx.cancel)).await;
     w.finish(row, &result);
     match result {
         Ok(answer) => {

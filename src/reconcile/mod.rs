@@ -36,6 +36,7 @@
 
 pub(crate) mod guard;
 pub mod json;
+pub(crate) mod memo;
 pub mod numbers;
 pub mod shard;
 pub mod tools;
@@ -124,6 +125,8 @@ pub struct DesiredAgent {
     /// Those tools' Vapi ids, resolved by the pass before planning ([`tools::resolve`]): what
     /// the controller writes to `model.toolIds`.
     pub tool_ids: Vec<String>,
+    /// The digest of the inputs the last in-sync decision was made of ([`memo`]).
+    pub in_sync_digest: Option<memo::InSyncDigest>,
 }
 
 /// `agents.spec` as stored: its text, parsed only where the body is built ([`desired_body`]).
@@ -139,6 +142,10 @@ impl Spec {
     /// The spec, or why it cannot be read (naming the field; see [`validate::parse_spec`]).
     pub fn parse(&self) -> Result<Value, String> {
         validate::parse_spec(&self.0)
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.0
     }
 }
 
@@ -163,6 +170,10 @@ impl LastApplied {
             text,
             parsed: std::sync::OnceLock::new(),
         }
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
     }
 
     /// The body, parsed on first use; `None` when it cannot be read.
@@ -298,6 +309,11 @@ impl ActualAssistant {
     /// looked at), decided on the listed text when the tree has not been built: `Some(true)`
     /// only when certainly so. `metadata` is compared with our marker's operation id added, as
     /// [`compare`] does.
+    /// The text Vapi listed, when the assistant came from a listing.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
     fn covers(&self, desired: &Map<String, Value>) -> Option<bool> {
         let text = self.text.as_deref().filter(|_| self.body.get().is_none())?;
         let metadata = match (desired.get("metadata"), self.operation_id()) {
@@ -486,6 +502,9 @@ pub struct Decision {
     pub desired: Option<Map<String, Value>>,
     /// Voice rewrites made to get `desired`.
     pub normalizations: Vec<Normalization>,
+    /// In sync with nothing new to record: the digest of what that was decided from, for the
+    /// status to keep ([`memo`]).
+    pub in_sync_digest: Option<memo::InSyncDigest>,
 }
 
 /// A marked assistant whose agent no longer exists.
@@ -543,7 +562,7 @@ pub struct PlanInput<'a> {
 /// Decides for every agent, and every orphan, against one listing of the assistants a
 /// credential can see.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
-    let index = Index::new(input.assistants);
+    let index = Index::new(input.assistants, &input.settings.voices);
     let decisions = input
         .agents
         .iter()
@@ -597,13 +616,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
 /// Lookup tables over one listing.
 pub struct Index<'a> {
+    /// The voice rules' share of every in-sync digest.
+    rules: memo::InSyncDigest,
     by_id: HashMap<&'a str, &'a ActualAssistant>,
     /// Marked assistants per agent, oldest first.
     by_agent: HashMap<Uuid, Vec<&'a ActualAssistant>>,
 }
 
 impl<'a> Index<'a> {
-    pub fn new(assistants: &'a [ActualAssistant]) -> Self {
+    pub fn new(assistants: &'a [ActualAssistant], voices: &VoiceRules) -> Self {
         let mut by_agent: HashMap<Uuid, Vec<&ActualAssistant>> = HashMap::new();
         let mut by_id = HashMap::with_capacity(assistants.len());
         for a in assistants {
@@ -618,7 +639,11 @@ impl<'a> Index<'a> {
         for list in by_agent.values_mut() {
             list.sort_by(|x, y| x.created_at.cmp(&y.created_at).then(x.id.cmp(&y.id)));
         }
-        Self { by_id, by_agent }
+        Self {
+            rules: memo::rules_digest(voices),
+            by_id,
+            by_agent,
+        }
     }
 }
 
@@ -654,6 +679,7 @@ pub fn decide(
         intent_landed: None,
         desired: None,
         normalizations: Vec::new(),
+        in_sync_digest: None,
     };
 
     if agent.deleted {
@@ -673,6 +699,21 @@ pub fn decide(
             (true, None) => Action::Deleted,
         };
         return decision;
+    }
+
+    // The same inputs as when it was last found in sync with nothing to record: the same answer.
+    let memo = recorded
+        .filter(|r| agent.intent.is_none() && marked.iter().all(|a| a.id == r.id))
+        .and_then(|r| memo::digest(agent, r, &index.rules).map(|d| (r, d)));
+    if let Some((assistant, digest)) = memo {
+        if agent.in_sync_digest == Some(digest) {
+            decision.action = Action::InSync {
+                assistant_id: assistant.id.clone(),
+                adopted: false,
+            };
+            decision.in_sync_digest = Some(digest);
+            return decision;
+        }
     }
 
     // The recorded body is usually this very one: then it needs neither a tree nor a key scan,
@@ -723,6 +764,14 @@ pub fn decide(
     // agent in sync whose recorded body already is this one keeps none: nothing new to record.
     let recorded = matches!(decision.action, Action::InSync { .. }) && applied_now.equal;
     decision.desired = (!recorded).then_some(body);
+    // Remembered only where a hit can stand for the whole decision: in sync with the recorded
+    // assistant, nothing to record, no duplicate, no voice rewrite to report.
+    if recorded
+        && decision.normalizations.is_empty()
+        && matches!(decision.action, Action::InSync { adopted: false, .. })
+    {
+        decision.in_sync_digest = memo.map(|(_, d)| d);
+    }
     decision
 }
 

@@ -24,6 +24,7 @@ fn agent(spec: Value, recorded: Option<&str>) -> DesiredAgent {
         voice_fallback: false,
         tool_names: Vec::new(),
         tool_ids: Vec::new(),
+        in_sync_digest: None,
     }
 }
 
@@ -98,7 +99,12 @@ fn plan_one(agent: &DesiredAgent, listed: &[ActualAssistant]) -> Decision {
         })
         .collect();
     let decided = once(listed);
-    assert_eq!(decided, once(&trees), "a text and its tree decide alike");
+    // A tree (a focused pass's GET) has no listed text to remember a decision by.
+    let untexted = Decision {
+        in_sync_digest: None,
+        ..decided.clone()
+    };
+    assert_eq!(untexted, once(&trees), "a text and its tree decide alike");
     decided
 }
 
@@ -658,6 +664,80 @@ fn create_body_carries_the_operation_id() {
             operation_id: Some(op)
         })
     );
+}
+
+#[test]
+fn an_in_sync_decision_is_remembered_by_its_inputs_and_any_change_decides_again() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let synced = DesiredAgent {
+        last_applied: Some(expected_body().into()),
+        ..agent(spec(), Some("a1"))
+    };
+    let a1 = || listed("a1", t0, in_sync_body());
+    let first = plan_one(&synced, &[a1()]);
+    let in_sync = Action::InSync {
+        assistant_id: "a1".into(),
+        adopted: false,
+    };
+    assert_eq!(first.action, in_sync);
+    assert_eq!(first.desired, None, "nothing new to record");
+    let digest = first
+        .in_sync_digest
+        .expect("an in-sync decision is remembered");
+
+    // Remembered: the same inputs give the same decision, digest and all.
+    let remembered = DesiredAgent {
+        in_sync_digest: Some(digest),
+        ..synced.clone()
+    };
+    assert_eq!(plan_one(&remembered, &[a1()]), first);
+
+    // A remembered digest never stands for other inputs: each change is decided in full.
+    let drifted = listed(
+        "a1",
+        t0,
+        with(in_sync_body(), "firstMessage", json!("Bye.")),
+    );
+    let d = plan_one(&remembered, std::slice::from_ref(&drifted));
+    assert!(matches!(d.action, Action::Patch { .. }), "{:?}", d.action);
+    assert_eq!(d.in_sync_digest, None);
+    let renamed = DesiredAgent {
+        name: "front-desk-2".into(),
+        ..remembered.clone()
+    };
+    let d = plan_one(&renamed, &[a1()]);
+    assert!(matches!(d.action, Action::Patch { .. }), "{:?}", d.action);
+    let bumped = DesiredAgent {
+        generation: remembered.generation + 1,
+        ..remembered.clone()
+    };
+    let d = plan_one(&bumped, &[a1()]);
+    assert_eq!(d.action, in_sync);
+    assert_ne!(
+        d.in_sync_digest,
+        Some(digest),
+        "another generation, another digest"
+    );
+    let mut voices = VoiceRules::default();
+    voices
+        .provider_aliases
+        .insert("vapi".into(), "11labs".into());
+    let index_of = |v: &VoiceRules| {
+        let listed = [a1()];
+        let index = Index::new(&listed, v);
+        super::memo::digest(&remembered, &listed[0], &index.rules)
+    };
+    assert_ne!(
+        index_of(&voices),
+        index_of(&VoiceRules::default()),
+        "other voice rules"
+    );
+
+    // A duplicate or an outstanding create is never remembered past.
+    let dup = marked("a2", "2026-11-21T10:00:01.000Z", AGENT, None);
+    let d = plan_one(&remembered, &[a1(), dup]);
+    assert_eq!(d.duplicates, vec!["a2".to_owned()]);
+    assert_eq!(d.in_sync_digest, None);
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub fn stored_spec_problems(
         voice_fallback: false,
         tool_names: Vec::new(),
         tool_ids: Vec::new(),
+        in_sync_digest: None,
     };
     super::desired_body(&agent, voices).err()
 }

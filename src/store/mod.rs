@@ -149,6 +149,16 @@ pub struct RecordedStatus {
     pub state: Option<SyncState>,
     pub reason: String,
     pub drift: Vec<String>,
+    /// See [`crate::reconcile::memo`].
+    pub in_sync_digest: Option<Vec<u8>>,
+}
+
+/// A memo digest for an in-sync status row that otherwise stays as it is.
+#[derive(Debug, Clone)]
+pub struct Memo {
+    pub agent_id: Uuid,
+    pub generation: i64,
+    pub digest: Vec<u8>,
 }
 
 /// One row to write to `agent_status`.
@@ -171,6 +181,9 @@ pub struct StatusUpdate {
     /// The body now applied to the assistant; `None` keeps what was recorded.
     pub applied: Option<Value>,
     pub normalizations: Vec<String>,
+    /// An in-sync status's memo digest; `None` keeps what was recorded when the status is in
+    /// sync (a focused pass has no listed text to hash) and clears it otherwise.
+    pub in_sync_digest: Option<Vec<u8>>,
 }
 
 /// One row of the desired-state query.
@@ -193,6 +206,7 @@ struct AgentRow {
     drift: Option<Vec<String>>,
     applied: Option<String>,
     normalizations: Option<Vec<String>>,
+    in_sync_digest: Option<Vec<u8>>,
     operation_id: Option<Uuid>,
     intent_generation: Option<i64>,
     intent_started_at: Option<DateTime<Utc>>,
@@ -209,6 +223,7 @@ impl AgentRow {
                 state: self.state.as_deref().and_then(SyncState::parse),
                 reason: self.reason.unwrap_or_default(),
                 drift: self.drift.unwrap_or_default(),
+                in_sync_digest: self.in_sync_digest.clone(),
             });
         let intent = match (
             self.operation_id,
@@ -244,6 +259,9 @@ impl AgentRow {
             intent,
             tool_names: self.tool_names,
             tool_ids: Vec::new(),
+            in_sync_digest: self
+                .in_sync_digest
+                .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
         };
         (agent, recorded)
     }
@@ -263,7 +281,7 @@ pub struct Orphan {
 const AGENTS: &str = "select a.id, a.org_id, a.name, a.spec::text as spec, a.generation,
         a.management_mode, a.deleted_at is not null as deleted,
         s.assistant_id, s.observed_generation, s.state, s.reason, s.drift,
-        s.applied::text as applied, s.normalizations,
+        s.applied::text as applied, s.normalizations, s.in_sync_digest,
         i.operation_id, i.generation as intent_generation,
         i.started_at as intent_started_at, a.tool_names
     from agents a
@@ -414,8 +432,9 @@ impl Store {
         fences: &[Fence],
         updates: &[StatusUpdate],
         settled_intents: &[Uuid],
+        memos: &[Memo],
     ) -> Result<(), StoreError> {
-        if updates.is_empty() && settled_intents.is_empty() {
+        if updates.is_empty() && settled_intents.is_empty() && memos.is_empty() {
             return Ok(());
         }
         let mut tx = self.fenced(fences).await?;
@@ -426,6 +445,24 @@ impl Store {
                 .await?;
         }
         write_status(&mut tx, updates).await?;
+        if !memos.is_empty() {
+            let ids: Vec<Uuid> = memos.iter().map(|m| m.agent_id).collect();
+            let generations: Vec<i64> = memos.iter().map(|m| m.generation).collect();
+            let digests: Vec<&[u8]> = memos.iter().map(|m| m.digest.as_slice()).collect();
+            // Only onto the in-sync row it was decided with: a row another pass changed since
+            // (another generation, another state) does not take it.
+            sqlx::query(
+                "update agent_status s set in_sync_digest = u.digest
+                 from unnest($1::uuid[], $2::int8[], $3::bytea[]) as u(agent_id, generation, digest)
+                 where s.agent_id = u.agent_id and s.observed_generation = u.generation
+                   and s.state = 'synced'",
+            )
+            .bind(&ids)
+            .bind(&generations)
+            .bind(&digests)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -708,6 +745,7 @@ async fn write_status(
         let mut details = Vec::with_capacity(updates.len());
         let mut applied = Vec::with_capacity(updates.len());
         let mut normalizations = Vec::with_capacity(updates.len());
+        let mut digests = Vec::with_capacity(updates.len());
         for u in updates {
             ids.push(u.agent_id);
             assistants.push(u.assistant_id.clone());
@@ -721,25 +759,27 @@ async fn write_status(
             details.push(u.drift_detail.clone());
             applied.push(u.applied.clone());
             normalizations.push(Value::from(u.normalizations.clone()));
+            digests.push(u.in_sync_digest.clone());
             succeeded.push(matches!(u.state, SyncState::Synced | SyncState::Deleted));
         }
         sqlx::query(
             "insert into agent_status as s (agent_id, assistant_id, observed_generation, state, reason,
                                             message, drift, last_attempt_at, last_success_at,
                                             key_fingerprint, drift_detail, applied, normalizations,
-                                            updated_at)
+                                            in_sync_digest, updated_at)
              select u.agent_id, u.assistant_id, u.generation, u.state, u.reason, u.message,
                     array(select jsonb_array_elements_text(u.drift)),
                     case when u.attempted then now() end,
                     case when u.succeeded then now() end,
                     u.key_fingerprint, u.drift_detail, u.applied,
                     array(select jsonb_array_elements_text(u.normalizations)),
-                    now()
+                    u.in_sync_digest, now()
              from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
                          $7::jsonb[], $8::bool[], $9::bool[], $10::text[], $11::jsonb[],
-                         $12::jsonb[], $13::jsonb[])
+                         $12::jsonb[], $13::jsonb[], $14::bytea[])
                   as u(agent_id, assistant_id, generation, state, reason, message, drift, attempted,
-                       succeeded, key_fingerprint, drift_detail, applied, normalizations)
+                       succeeded, key_fingerprint, drift_detail, applied, normalizations,
+                       in_sync_digest)
              where exists (select 1 from agents a where a.id = u.agent_id)
              on conflict (agent_id) do update set
                  assistant_id        = coalesce(excluded.assistant_id, s.assistant_id),
@@ -754,6 +794,9 @@ async fn write_status(
                  drift_detail        = excluded.drift_detail,
                  applied             = coalesce(excluded.applied, s.applied),
                  normalizations      = excluded.normalizations,
+                 in_sync_digest      = case when excluded.reason = 'InSync'
+                                            then coalesce(excluded.in_sync_digest, s.in_sync_digest)
+                                       end,
                  updated_at          = now()",
         )
         .bind(&ids)
@@ -769,6 +812,7 @@ async fn write_status(
         .bind(&details)
         .bind(&applied)
         .bind(&normalizations)
+        .bind(&digests)
         .execute(&mut **tx)
         .await?;
     }
