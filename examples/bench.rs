@@ -40,7 +40,7 @@ use vapi_reconciler::controller::Controller;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::shard::shard_of;
-use vapi_reconciler::resilience::{Backoff, Rate};
+use vapi_reconciler::resilience::{Backoff, Pacing, Rate};
 use vapi_reconciler::settings::Settings;
 use vapi_reconciler::simulator::{RateLimit, Simulator};
 use vapi_reconciler::store::MIGRATOR;
@@ -266,6 +266,8 @@ fn bench_settings(concurrency: usize, read: Rate, write: Rate) -> Settings {
     s.controller.jitter = 0.0;
     let lanes = &mut s.controller.lanes;
     lanes.breaker.failure_threshold = 1_000_000;
+    // Fixed rates: the other scenarios measure at the rates they name.
+    lanes.pacing = Pacing::Fixed;
     lanes.read_rate = read;
     lanes.write_rate = write;
     lanes.retries = 2;
