@@ -5,7 +5,8 @@
 //! (on its own thread and runtime, so its CPU time can be told apart from the controller's) and
 //! wires the controller exactly as `tests/common` does. Prints a Markdown table.
 //!
-//! Scenarios: `cold`, `ratelimited`, `steady`, `reaction`, `failover`, `all` (= the five). See
+//! Scenarios: `cold`, `ratelimited`, `pacing`, `steady`, `tools`, `reaction`, `failover`, `all`
+//! (= every one). See
 //! docs/benchmarks.md for what each measures and the latest results.
 //!
 //! `failover` runs two real `vapi-reconciler run` processes (the binary of the same profile,
@@ -40,7 +41,7 @@ use vapi_reconciler::controller::Controller;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
 use vapi_reconciler::reconcile::shard::shard_of;
-use vapi_reconciler::resilience::{Backoff, Rate};
+use vapi_reconciler::resilience::{Backoff, Pacing, Rate};
 use vapi_reconciler::settings::Settings;
 use vapi_reconciler::simulator::{RateLimit, Simulator};
 use vapi_reconciler::store::MIGRATOR;
@@ -49,14 +50,14 @@ use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmarks the controller against the in-process Vapi simulator")]
 struct Args {
-    /// cold | ratelimited | steady | tools | reaction | failover | all
+    /// cold | ratelimited | pacing | steady | tools | reaction | failover | all
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, tools 10000,
-    /// reaction 100, failover 100).
+    /// Agents (default per scenario: cold 10000, ratelimited 2000, pacing 2000, steady 100000,
+    /// tools 10000, reaction 100, failover 100).
     #[arg(long)]
     agents: Option<usize>,
-    /// Simulator latency per request, ms (cold, ratelimited, reaction, failover).
+    /// Simulator latency per request, ms (cold, ratelimited, pacing, reaction, failover).
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
     /// Pass concurrency (in-flight Vapi writes; default 64, and cold runs both 32 and 64).
@@ -266,6 +267,9 @@ fn bench_settings(concurrency: usize, read: Rate, write: Rate) -> Settings {
     s.controller.jitter = 0.0;
     let lanes = &mut s.controller.lanes;
     lanes.breaker.failure_threshold = 1_000_000;
+    // Fixed rates: the other scenarios measure at the rates they name (`pacing` asks for
+    // adaptive pacing itself).
+    lanes.pacing = Pacing::Fixed;
     lanes.read_rate = read;
     lanes.write_rate = write;
     lanes.retries = 2;
@@ -535,6 +539,102 @@ async fn ratelimited(args: &Args) -> anyhow::Result<Vec<Row>> {
                 "{} Vapi calls in all",
                 counters.requests.iter().map(|r| r.count).sum::<u64>()
             ),
+        },
+    ])
+}
+
+/// Adaptive pacing against a limit the controller is not told: the simulator allows R requests
+/// a second per key (burst R/10, as `ratelimited`'s 20 at 200/s), with and without
+/// `Retry-After` on its 429s; N agents (2,000) start cold with the controller at the default
+/// rates (reads 5/s, writes 10/s, max 500/s). Passes run back to back until every agent is
+/// synced (a create that ran out of retries is tried again by the next pass, as in production);
+/// the time is the whole of it.
+async fn pacing(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let n = args.agents.unwrap_or(2_000);
+    let mut rows = Vec::new();
+    for r in [20.0, 200.0] {
+        for retry_after in [false, true] {
+            rows.extend(pacing_one(args, n, r, retry_after).await?);
+        }
+    }
+    Ok(rows)
+}
+
+async fn pacing_one(args: &Args, n: usize, r: f64, retry_after: bool) -> anyhow::Result<Vec<Row>> {
+    let env = Env::new(&args.database_url).await?;
+    env.insert_agents(n).await?;
+    env.sim
+        .sim
+        .set_latency(Duration::from_millis(args.latency_ms));
+    let burst = ((r / 10.0) as u32).max(1);
+    env.sim.sim.set_rate_limit(Some(RateLimit {
+        per_second: r,
+        burst,
+        retry_after,
+    }));
+    let defaults = Settings::default().controller.lanes;
+    let mut settings = bench_settings(
+        args.concurrency.unwrap_or(64),
+        defaults.read_rate,
+        defaults.write_rate,
+    );
+    settings.controller.lanes.pacing = Pacing::Adaptive;
+    settings.controller.lanes.read_rate_max = defaults.read_rate_max;
+    settings.controller.lanes.write_rate_max = defaults.write_rate_max;
+    // Production's bounds on Retry-After: the simulator's whole seconds are honoured as given.
+    settings.controller.lanes.retry_after_min = defaults.retry_after_min;
+    settings.controller.lanes.retry_after_max = defaults.retry_after_max;
+    let controller = env.controller(&settings);
+    let status = controller.subscribe();
+    let lead = env.lead().await?;
+    let cancel = CancellationToken::new();
+    let t0 = Instant::now();
+    let mut passes = 0;
+    let mut failed = 0;
+    while env.synced().await? < n {
+        anyhow::ensure!(passes < 20, "not converged after {passes} passes");
+        let report = controller.pass(&lead, &cancel).await?;
+        failed += report.failed;
+        passes += 1;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let counters = env.sim.sim.counters();
+    let total: u64 = counters.requests.iter().map(|c| c.count).sum();
+    let r429 = counters.with_status(429);
+    let write_rate = status
+        .borrow()
+        .credentials
+        .first()
+        .map_or(f64::NAN, |l| l.pacing.write);
+    lead.release().await;
+    env.drop().await?;
+    let bound = n as f64 / r;
+    let label = if retry_after {
+        "with Retry-After"
+    } else {
+        "no Retry-After"
+    };
+    let share = r429 as f64 / total.max(1) as f64;
+    Ok(vec![
+        Row {
+            scenario: format!("pacing (N={n}, R={r}/s unknown, burst {burst}, {label})"),
+            measured: format!("{wall:.2} s"),
+            bound: format!("N/R = {bound:.2} s (goal ≤ 1.15)"),
+            ratio: Some(wall / bound),
+            goal: Some(1.15),
+            note: format!(
+                "{passes} pass(es), {failed} agent failures on the way; write rate at the end \
+                 {write_rate:.1}/s (start {:.0}/s)",
+                defaults.write_rate.per_second
+            ),
+        },
+        Row {
+            scenario: format!("pacing (R={r}/s, {label}): 429 share"),
+            measured: format!("{r429} of {total}"),
+            bound: "≤ 2 % of all calls".to_owned(),
+            ratio: Some(share),
+            goal: Some(0.02),
+            note: "every call counted, retries and listings included".to_owned(),
         },
     ])
 }
@@ -1505,15 +1605,18 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         "all" => vec![
             "cold",
             "ratelimited",
+            "pacing",
             "steady",
             "tools",
             "reaction",
             "failover",
         ],
-        s @ ("cold" | "ratelimited" | "steady" | "tools" | "reaction" | "failover") => vec![s],
+        s @ ("cold" | "ratelimited" | "pacing" | "steady" | "tools" | "reaction" | "failover") => {
+            vec![s]
+        }
         other => {
             anyhow::bail!(
-                "unknown scenario {other:?}: cold, ratelimited, steady, tools, reaction, failover or all"
+                "unknown scenario {other:?}: cold, ratelimited, pacing, steady, tools, reaction, failover or all"
             )
         }
     };
@@ -1524,6 +1627,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         let mut r = match s {
             "cold" => cold(&args).await?,
             "ratelimited" => ratelimited(&args).await?,
+            "pacing" => pacing(&args).await?,
             "steady" => process::steady(&args).await?,
             "tools" => tools(&args).await?,
             "reaction" => reaction(&args).await?,

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::guard::GuardSettings;
 use crate::reconcile::{OrphanPolicy, PlanSettings, VoiceRules};
 use crate::resilience::{BreakerConfig, Rate};
-use crate::settings::{DatabaseSettings, Settings, delta};
+use crate::settings::{DatabaseSettings, Settings, defaults, delta};
 use crate::sharding::ShardElector;
 use crate::store::{self, MIGRATOR, Store};
 use crate::vapi::{ClientConfig, VapiClient};
@@ -181,6 +181,13 @@ pub fn settings(
         per_second: r.vapi_write_rate,
         burst: r.vapi_write_burst,
     };
+    lanes.pacing = r.vapi_pacing.pacing();
+    lanes.read_rate_max = r
+        .vapi_read_rate_max
+        .unwrap_or(defaults::VAPI_RATE_MAX.max(r.vapi_read_rate));
+    lanes.write_rate_max = r
+        .vapi_write_rate_max
+        .unwrap_or(defaults::VAPI_RATE_MAX.max(r.vapi_write_rate));
     lanes.retries = r.vapi_retries;
     lanes.retry_backoff.base = r.vapi_retry_backoff_base.into();
     lanes.retry_backoff.max = r.vapi_retry_backoff_max.into();
@@ -214,6 +221,7 @@ pub fn settings(
     s.leader.poll_interval = leader.leader_poll_interval.into();
     s.shards = leader.shards;
     s.key_reload_interval = r.key_reload_interval.into();
+    s.controller.lanes.create_send_window = s.create_send_window();
     Ok(s)
 }
 
@@ -244,11 +252,14 @@ pub fn controller(
     vapi: VapiClient,
     key: PlatformKey,
 ) -> Controller {
+    let mut config = settings.controller.clone();
+    // Follows the grace, request timeout and lease these settings have, however they were made.
+    config.lanes.create_send_window = settings.create_send_window();
     Controller::new(
         Store::new(pool.clone()),
         vapi,
         key,
-        settings.controller.clone(),
+        config,
         settings.pass.clone(),
         settings.holder().to_owned(),
     )
@@ -665,6 +676,12 @@ mod tests {
             "0",
             "--holder",
             "replica-a",
+            "--vapi-pacing",
+            "fixed",
+            "--vapi-read-rate",
+            "600",
+            "--vapi-write-rate-max",
+            "80",
         ])
         .expect("parse");
         let Command::Run(run) = cli.command else {
@@ -684,5 +701,9 @@ mod tests {
         assert_eq!(s.controller.lanes.retry_backoff.max, Duration::from_secs(2));
         assert_eq!(s.controller.jitter, 0.0);
         assert_eq!(s.holder(), "replica-a");
+        let lanes = &s.controller.lanes;
+        assert_eq!(lanes.pacing, crate::resilience::Pacing::Fixed);
+        // A start above the default max is its own max.
+        assert_eq!((lanes.read_rate_max, lanes.write_rate_max), (600.0, 80.0));
     }
 }

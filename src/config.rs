@@ -181,6 +181,21 @@ pub struct PassArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PacingArg {
+    Adaptive,
+    Fixed,
+}
+
+impl PacingArg {
+    pub fn pacing(self) -> crate::resilience::Pacing {
+        match self {
+            Self::Adaptive => crate::resilience::Pacing::Adaptive,
+            Self::Fixed => crate::resilience::Pacing::Fixed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OrphanPolicyArg {
     Delete,
     Keep,
@@ -244,8 +259,21 @@ pub struct ResilienceArgs {
     pub vapi_write_rate: f64,
     #[arg(long, env = "VAPI_WRITE_BURST", default_value_t = defaults::VAPI_WRITE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub vapi_write_burst: u32,
+    /// How the per-key rates are set: `adaptive` starts at VAPI_READ_RATE / VAPI_WRITE_RATE,
+    /// grows while calls queue and slows down on 429s, up to the max; `fixed` keeps the
+    /// configured rates (for a known limit).
+    #[arg(long, env = "VAPI_PACING", value_enum, default_value_t = PacingArg::Adaptive)]
+    pub vapi_pacing: PacingArg,
+    /// The highest read rate adaptive pacing goes to, per key [default: 500, or
+    /// --vapi-read-rate when higher].
+    #[arg(long, env = "VAPI_READ_RATE_MAX", value_parser = positive_rate)]
+    pub vapi_read_rate_max: Option<f64>,
+    /// The highest write rate adaptive pacing goes to, per key [default: 500, or
+    /// --vapi-write-rate when higher].
+    #[arg(long, env = "VAPI_WRITE_RATE_MAX", value_parser = positive_rate)]
+    pub vapi_write_rate_max: Option<f64>,
     /// Extra attempts of an idempotent call (GET, PATCH, DELETE) after a 429, 5xx, timeout or
-    /// transport error. A POST is never retried.
+    /// transport error. A POST is retried only after a 429, with adaptive pacing.
     #[arg(long, env = "VAPI_RETRIES", default_value_t = defaults::VAPI_RETRIES, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub vapi_retries: u32,
     /// First delay before a retry of an idempotent call; doubles per attempt (with jitter)...

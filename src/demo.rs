@@ -27,7 +27,7 @@ use crate::config::DemoArgs;
 use crate::credentials::{ApiKey, PlatformKey};
 use crate::pgtemp::PrivatePostgres;
 use crate::reconcile::MANAGED_BY;
-use crate::resilience::{BreakerConfig, Rate};
+use crate::resilience::{BreakerConfig, Pacing, Rate};
 use crate::settings::Settings;
 use crate::simulator::Simulator;
 use crate::store::MIGRATOR;
@@ -226,6 +226,9 @@ fn demo_settings(base_url: &str, resync_interval: Duration) -> Settings {
         burst: 50,
     };
     lanes.write_rate = lanes.read_rate;
+    // Adaptive pacing (the default) from there: the local simulator sets no limit, so the demo's
+    // handful of calls never queue long enough to move it.
+    lanes.pacing = Pacing::Adaptive;
     lanes.retries = 2;
     lanes.retry_backoff.base = Duration::from_millis(200);
     lanes.retry_backoff.max = Duration::from_secs(2);

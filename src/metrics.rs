@@ -8,8 +8,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The controller-runtime name of this controller.
@@ -37,6 +37,7 @@ pub struct Metrics {
     pub vapi_request_duration_seconds: HistogramVec,
     pub breakers: IntGaugeVec,
     pub credentials_rejected: IntGauge,
+    pub vapi_rate: GaugeVec,
     pub voice_normalizations_total: IntCounterVec,
     pub unreadable_assistants_total: IntCounter,
     pub last_pass_timestamp_seconds: Gauge,
@@ -60,6 +61,9 @@ pub const RESOURCE_STATES: &[&str] = &[
 ];
 pub const DRIFT_KINDS: &[&str] = &["missing", "diverged", "orphaned", "duplicate"];
 pub const BREAKER_STATES: &[&str] = &["closed", "open", "half-open"];
+/// The kinds of call each lane paces apart, and the statistics over lanes the rate gauge shows.
+pub const RATE_KINDS: &[&str] = &["read", "write"];
+pub const RATE_STATS: &[&str] = &["min", "max"];
 pub const RECONCILE_RESULTS: &[&str] = &["success", "error", "requeue", "requeue_after"];
 /// A full pass looks at everything owned; a focused one at the agents a notification named.
 pub const PASS_SCOPES: &[&str] = &["full", "focused"];
@@ -177,6 +181,13 @@ impl Metrics {
                 "vapi_reconciler_credentials_rejected",
                 "Keys in use that Vapi rejected (401/403) and that are quarantined.",
             ))?,
+            vapi_rate: GaugeVec::new(
+                c(
+                    "vapi_reconciler_vapi_rate",
+                    "Current calls per second a key's lane allows, by kind (read, write): the lowest (min) and highest (max) over the keys in use, after the last pass; 0 while none is.",
+                ),
+                &["kind", "stat"],
+            )?,
             voice_normalizations_total: IntCounterVec::new(
                 c(
                     "vapi_reconciler_voice_normalizations_total",
@@ -240,6 +251,11 @@ impl Metrics {
         for s in BREAKER_STATES {
             m.breakers.with_label_values(&[s]).set(0);
         }
+        for k in RATE_KINDS {
+            for s in RATE_STATS {
+                m.vapi_rate.with_label_values(&[k, s]).set(0.0);
+            }
+        }
         for r in RECONCILE_RESULTS {
             m.reconcile_total.with_label_values(&[r]);
         }
@@ -268,6 +284,7 @@ impl Metrics {
             Box::new(self.vapi_request_duration_seconds.clone()),
             Box::new(self.breakers.clone()),
             Box::new(self.credentials_rejected.clone()),
+            Box::new(self.vapi_rate.clone()),
             Box::new(self.voice_normalizations_total.clone()),
             Box::new(self.unreadable_assistants_total.clone()),
             Box::new(self.last_pass_timestamp_seconds.clone()),

@@ -55,6 +55,11 @@ pub mod defaults {
     pub const VAPI_READ_BURST: u32 = 5;
     pub const VAPI_WRITE_RATE: f64 = 10.0;
     pub const VAPI_WRITE_BURST: u32 = 10;
+    /// Adaptive pacing: start at the rates above and adapt, never above the max.
+    pub const VAPI_PACING: crate::resilience::Pacing = crate::resilience::Pacing::Adaptive;
+    /// The highest rate adaptive pacing goes to, reads and writes alike (or the start rate, when
+    /// that is higher).
+    pub const VAPI_RATE_MAX: f64 = 500.0;
     pub const VAPI_RETRIES: u32 = 3;
     pub const VAPI_RETRY_BACKOFF_BASE: Duration = Duration::from_millis(500);
     pub const VAPI_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -124,6 +129,7 @@ impl Default for Settings {
                         open_base: BREAKER_OPEN_BASE,
                         open_max: BREAKER_OPEN_MAX,
                     },
+                    pacing: VAPI_PACING,
                     read_rate: Rate {
                         per_second: VAPI_READ_RATE,
                         burst: VAPI_READ_BURST,
@@ -132,6 +138,13 @@ impl Default for Settings {
                         per_second: VAPI_WRITE_RATE,
                         burst: VAPI_WRITE_BURST,
                     },
+                    read_rate_max: VAPI_RATE_MAX.max(VAPI_READ_RATE),
+                    write_rate_max: VAPI_RATE_MAX.max(VAPI_WRITE_RATE),
+                    create_send_window: send_window(
+                        CREATE_GRACE,
+                        VAPI_REQUEST_TIMEOUT,
+                        LEADER_LEASE,
+                    ),
                     retries: VAPI_RETRIES,
                     retry_backoff: Backoff {
                         base: VAPI_RETRY_BACKOFF_BASE,
@@ -181,6 +194,22 @@ impl Settings {
     pub fn holder(&self) -> &str {
         &self.leader.holder
     }
+
+    /// How long after its intent a POST may still be sent, from the settings it follows from
+    /// (`app` applies it when it wires a controller, so a changed grace is followed).
+    pub fn create_send_window(&self) -> Duration {
+        let grace = self.pass.plan.create_grace.to_std().unwrap_or_default();
+        send_window(grace, self.vapi.request_timeout, self.leader.lease)
+    }
+}
+
+/// A POST sent within this of its intent has landed or failed (request timeout), and a deposed
+/// leader has stopped sending (lease), before `create_grace` lets another create of the agent
+/// begin.
+fn send_window(create_grace: Duration, request_timeout: Duration, lease: Duration) -> Duration {
+    create_grace
+        .saturating_sub(request_timeout)
+        .saturating_sub(lease)
 }
 
 /// This replica's identity when none is given: hostname/pid.

@@ -8,7 +8,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use vapi_reconciler::controller::LoopStatus;
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
-use vapi_reconciler::http::{self, HttpState};
 use vapi_reconciler::simulator::FaultMode;
 
 async fn serve(
@@ -25,18 +24,7 @@ async fn serve_with(
     metrics: vapi_reconciler::metrics::Metrics,
 ) -> (String, CancellationToken) {
     let platform_key = PlatformKey::fixed(ApiKey::new("a-test-key").unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let cancel = CancellationToken::new();
-    let state = HttpState {
-        pool,
-        loop_status,
-        platform_key,
-        metrics,
-        api: None,
-    };
-    tokio::spawn(http::serve(listener, state, cancel.clone()));
-    (base, cancel)
+    common::serve_health(pool, loop_status, platform_key, metrics).await
 }
 
 async fn get(url: String) -> (u16, Value) {
@@ -85,11 +73,7 @@ async fn not_ready_while_migrations_are_missing(pool: PgPool) {
     cancel.cancel();
 }
 
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
-}
+use common::sample;
 
 #[sqlx::test]
 async fn metrics_show_drift_appear_and_disappear(pool: PgPool) {

@@ -148,11 +148,13 @@ pub(crate) struct Once {
     pub(crate) statements: Vec<String>,
 }
 
-/// The settings of every `reconcile --once` here: pacing out of the way (the simulator has no
-/// latency and no limit), the production defaults otherwise.
+/// The settings of every `reconcile --once` here: pacing out of the way (fixed, high rates: the
+/// simulator has no latency and no limit), the production defaults otherwise.
 const ONCE_FLAGS: &[&str] = &[
     "--concurrency",
     "64",
+    "--vapi-pacing",
+    "fixed",
     "--vapi-read-rate",
     "100000",
     "--vapi-read-burst",

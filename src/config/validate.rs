@@ -122,6 +122,26 @@ fn controller(args: &ControllerArgs, p: &mut Vec<String>) {
         "",
         p,
     );
+    for (max, max_name, start, start_name) in [
+        (
+            r.vapi_read_rate_max,
+            "--vapi-read-rate-max / VAPI_READ_RATE_MAX",
+            r.vapi_read_rate,
+            "--vapi-read-rate / VAPI_READ_RATE",
+        ),
+        (
+            r.vapi_write_rate_max,
+            "--vapi-write-rate-max / VAPI_WRITE_RATE_MAX",
+            r.vapi_write_rate,
+            "--vapi-write-rate / VAPI_WRITE_RATE",
+        ),
+    ] {
+        if let Some(max) = max.filter(|max| *max < start) {
+            p.push(format!(
+                "{max_name} ({max}) must be at least {start_name} ({start}): adaptive pacing starts there and never goes above the max"
+            ));
+        }
+    }
     at_most(
         ("the shortest Retry-After honoured", RETRY_AFTER_MIN),
         (
@@ -272,6 +292,29 @@ mod tests {
                 &["run"],
                 &["--vapi-write-burst", "0"],
                 &["--vapi-write-burst"],
+            ),
+            (
+                &["run"],
+                &["--vapi-pacing", "turbo"],
+                &["--vapi-pacing", "turbo"],
+            ),
+            (
+                &["run"],
+                &["--vapi-read-rate-max", "0"],
+                &["--vapi-read-rate-max"],
+            ),
+            (
+                &["run"],
+                &["--vapi-write-rate-max", "3"],
+                &[
+                    "--vapi-write-rate-max / VAPI_WRITE_RATE_MAX (3)",
+                    "VAPI_WRITE_RATE (10)",
+                ],
+            ),
+            (
+                &["run"],
+                &["--vapi-read-rate", "50", "--vapi-read-rate-max", "20"],
+                &["VAPI_READ_RATE_MAX (20)", "VAPI_READ_RATE (50)"],
             ),
             (
                 &["run"],
@@ -461,6 +504,8 @@ mod tests {
             &["--orphan-grace", "0s"],
             &["--journal-retention", "3650d"],
             &["--breaker-open-base", "5m"],
+            &["--vapi-pacing", "fixed", "--vapi-write-rate-max", "10"],
+            &["--vapi-read-rate", "600"],
             // The request timeout bounds the whole call; a longer connect bound is harmless.
             &["--vapi-request-timeout", "2s", "--create-grace", "1m"],
         ] {

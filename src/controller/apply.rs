@@ -419,7 +419,7 @@ pub(crate) async fn decision(
                     &mut journal,
                     lane,
                     "patch",
-                    Some(assistant_id),
+                    Target::Patch(assistant_id),
                     patch.clone(),
                     why,
                     None,
@@ -597,6 +597,7 @@ async fn create(
         };
     }
     let op = Uuid::new_v4();
+    let intent_at = tokio::time::Instant::now();
     let intent = CreateIntent {
         operation_id: op,
         generation: d.generation,
@@ -624,7 +625,7 @@ async fn create(
         journal,
         lane,
         action,
-        None,
+        Target::Create { intent_at },
         reconcile::with_operation(body.clone(), op),
         why,
         Some(begun),
@@ -683,7 +684,7 @@ async fn voice_fallback(
     journal: &mut Journal<'_>,
     lane: &Lane,
     action: &'static str,
-    assistant_id: Option<&str>,
+    target: Target<'_>,
     mut body: Map<String, Value>,
     why: String,
     begun: Option<Begun>,
@@ -693,7 +694,7 @@ async fn voice_fallback(
         journal,
         lane,
         action,
-        assistant_id,
+        target,
         &body,
         why.clone(),
         begun,
@@ -723,8 +724,26 @@ async fn voice_fallback(
         voice: fallback_voice.clone(),
     };
     body.insert("voice".to_owned(), fallback_voice);
-    let again = send(ctx, journal, lane, action, assistant_id, &body, why, None).await;
+    let again = send(ctx, journal, lane, action, target, &body, why, None).await;
     (again, Some(fallback))
+}
+
+/// What a body is sent to.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// PATCH this assistant.
+    Patch(&'a str),
+    /// POST a new one, under the intent taken at this instant (bounds a retry after a 429).
+    Create { intent_at: tokio::time::Instant },
+}
+
+impl Target<'_> {
+    fn assistant_id(&self) -> Option<&str> {
+        match self {
+            Self::Patch(id) => Some(id),
+            Self::Create { .. } => None,
+        }
+    }
 }
 
 /// One attempt of a create or patch, journaled (with `begun`'s row when given).
@@ -734,15 +753,19 @@ async fn send(
     journal: &mut Journal<'_>,
     lane: &Lane,
     action: &'static str,
-    assistant_id: Option<&str>,
+    target: Target<'_>,
     body: &Map<String, Value>,
     why: String,
     begun: Option<Begun>,
 ) -> Result<Value, Stop> {
+    let assistant_id = target.assistant_id();
     let call = || async {
-        match assistant_id {
-            Some(id) => ctx.send(lane.update(ASSISTANT, id, body, ctx.cancel)).await,
-            None => ctx.send(lane.create(ASSISTANT, body, ctx.cancel)).await,
+        match target {
+            Target::Patch(id) => ctx.send(lane.update(ASSISTANT, id, body, ctx.cancel)).await,
+            Target::Create { intent_at } => {
+                ctx.send(lane.create(ASSISTANT, body, intent_at, ctx.cancel))
+                    .await
+            }
         }
     };
     let result = match begun {

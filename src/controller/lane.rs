@@ -3,7 +3,7 @@
 //! ```text
 //!  call ─▶ quarantined? ─▶ breaker admits? ─▶ read/write bucket ─▶ Vapi ─▶ classify ─┐
 //!             (writes)      (else requeue)       (pacing)                            │
-//!    ◀── retry (idempotent only: GET, PATCH, DELETE; never POST) ◀── 429 / 5xx ──────┘
+//!    ◀── retry (GET, PATCH, DELETE; a POST only after a 429, adaptive) ◀── 429 / 5xx ┘
 //! ```
 //! - Retries happen here, inside one call: a few quick ones for an idempotent request; what
 //!   they cannot fix waits for the agent's back-off and a later pass. Every wait (pacing, a
@@ -16,7 +16,16 @@
 //! - 5xx, timeouts and transport errors count toward the breaker; 4xx answers prove Vapi is up
 //!   and do not. An open breaker refuses calls locally until its open period ends.
 //! - Reads and writes are paced by separate token buckets, so a burst of writes cannot starve
-//!   the listing. A 429 holds the bucket for `Retry-After` (clamped), or an exponential back-off.
+//!   the listing. A 429 holds the bucket for `Retry-After` (clamped). Without one, fixed pacing
+//!   holds it for an exponential back-off; adaptive pacing (`resilience::Pacer`, the default)
+//!   holds nothing, since its rate cut is the answer, and raises the rate while callers queue.
+//! - A POST is retried only after a 429, and only with adaptive pacing. A 429 means Vapi did
+//!   not process the request, so the retry cannot make a second assistant, and the create
+//!   protocol still holds: the retry is the same request (the same operation id in its marker,
+//!   under the same committed intent); like every wait here it ends when the lease is lost; and
+//!   it is not sent later than `create_send_window` after the intent was taken, so every POST
+//!   of an intent has left in time to land or fail before `--create-grace` lets another create
+//!   begin. Any other failure of a POST (5xx, timeout) may have created it and is never retried.
 //!
 //! Lanes live as long as their credential is in use; their state is exported after each pass.
 
@@ -30,16 +39,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credentials::ApiKey;
 use crate::resilience::{
-    Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Rate,
-    clamp_retry_after,
+    Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Pacer,
+    Pacing, Rate, clamp_retry_after,
 };
 use crate::vapi::{Item, Listing, Resource, VapiClient, VapiError, list_all_pages};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
     pub breaker: BreakerConfig,
+    /// Fixed rates, or rates that start at `read_rate` / `write_rate` and adapt.
+    pub pacing: Pacing,
+    /// The start (adaptive) or the only (fixed) rate and the burst of each kind.
     pub read_rate: Rate,
     pub write_rate: Rate,
+    /// Adaptive pacing never goes above these (calls per second).
+    pub read_rate_max: f64,
+    pub write_rate_max: f64,
+    /// A POST retried after a 429 is not sent later than this after its create intent was
+    /// taken: `--create-grace` less the request timeout and the lease (see the module note).
+    pub create_send_window: Duration,
     /// Extra attempts for an idempotent call after a 429, 5xx, timeout or transport error.
     pub retries: u32,
     pub retry_backoff: Backoff,
@@ -122,6 +140,15 @@ pub struct LaneStatus {
     pub open_until: Option<DateTime<Utc>>,
     pub last_transition: Option<DateTime<Utc>>,
     pub rejected: Option<Rejection>,
+    pub pacing: PacingStatus,
+}
+
+/// A lane's current rates, calls per second.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PacingStatus {
+    pub mode: &'static str,
+    pub read: f64,
+    pub write: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +168,65 @@ pub struct Lane {
     scope: String,
     vapi: VapiClient,
     config: LaneConfig,
-    read: Limiter,
-    write: Limiter,
+    read: Paced,
+    write: Paced,
     state: Mutex<LaneState>,
+}
+
+/// One kind's bucket, and the pacer that moves its rate (none when pacing is fixed).
+struct Paced {
+    limiter: Limiter,
+    pacer: Option<Mutex<Pacer>>,
+}
+
+impl Paced {
+    fn new(pacing: Pacing, rate: Rate, max: f64) -> Self {
+        Self {
+            limiter: Limiter::new(rate),
+            pacer: (pacing == Pacing::Adaptive)
+                .then(|| Mutex::new(Pacer::new(rate.per_second, max, now()))),
+        }
+    }
+
+    /// Waits for a token; the instant the request is sent.
+    async fn acquire(&self) -> std::time::Instant {
+        let waited = self.limiter.acquire().await;
+        let at = now();
+        self.adapt(|p| p.on_send(at, waited));
+        at
+    }
+
+    /// The answer to a request sent at `sent_at`: throttled (429) or served.
+    fn answered(&self, sent_at: std::time::Instant, throttled: bool) {
+        let at = now();
+        if throttled {
+            self.adapt(|p| p.on_throttled(sent_at, at));
+        } else {
+            self.adapt(|p| {
+                p.on_served(at);
+                None
+            });
+        }
+    }
+
+    /// Applies what the pacer decides to the bucket. The pacer's lock is taken before the
+    /// bucket's, always in that order.
+    fn adapt(&self, f: impl FnOnce(&mut Pacer) -> Option<f64>) {
+        let Some(pacer) = &self.pacer else { return };
+        let mut p = pacer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rate) = f(&mut p) {
+            self.limiter.set_rate(rate);
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.limiter.rate()
+    }
+}
+
+/// The clock the buckets read (tokio's, so paused-time tests drive both).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 fn wall(clock: &Clock, at: std::time::Instant) -> DateTime<Utc> {
@@ -159,8 +242,8 @@ fn wall(clock: &Clock, at: std::time::Instant) -> DateTime<Utc> {
 impl Lane {
     pub fn new(key: ApiKey, scope: String, vapi: VapiClient, config: LaneConfig) -> Self {
         Self {
-            read: Limiter::new(config.read_rate),
-            write: Limiter::new(config.write_rate),
+            read: Paced::new(config.pacing, config.read_rate, config.read_rate_max),
+            write: Paced::new(config.pacing, config.write_rate, config.write_rate_max),
             state: Mutex::new(LaneState {
                 breaker: Breaker::new(config.breaker),
                 rejected: None,
@@ -222,6 +305,11 @@ impl Lane {
                 .last_transition()
                 .map(|t| wall(&self.config.clock, t)),
             rejected: st.rejected.clone(),
+            pacing: PacingStatus {
+                mode: self.config.pacing.as_str(),
+                read: self.read.rate(),
+                write: self.write.rate(),
+            },
         }
     }
 
@@ -261,7 +349,7 @@ impl Lane {
     ) -> Result<Listing, CallError> {
         self.state().last_probe = Some(self.config.clock.now());
         let listed = list_all_pages(|boundary| async move {
-            self.call(Kind::Read, true, stop, || {
+            self.call(Kind::Read, true, None, stop, || {
                 self.vapi
                     .list_page(resource, &self.key, boundary.as_deref())
             })
@@ -285,20 +373,24 @@ impl Lane {
         id: &str,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
-        self.value(Kind::Read, true, stop, || {
+        self.value(Kind::Read, true, None, stop, || {
             self.vapi.get(resource, &self.key, id)
         })
         .await
     }
 
-    /// Never retried: Vapi has no idempotency key, so a second POST could be a second assistant.
+    /// Not retried, but for a 429 with adaptive pacing: Vapi has no idempotency key, so a
+    /// second POST after any other failure could be a second assistant. `intent_at` is when the
+    /// create's intent was taken: no retry leaves later than `create_send_window` after it.
     pub async fn create(
         &self,
         resource: Resource,
         body: &Map<String, Value>,
+        intent_at: Instant,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
-        self.value(Kind::Write, false, stop, || {
+        let send_by = intent_at + self.config.create_send_window;
+        self.value(Kind::Write, false, Some(send_by), stop, || {
             self.vapi.create(resource, &self.key, body)
         })
         .await
@@ -311,7 +403,7 @@ impl Lane {
         patch: &Map<String, Value>,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
-        self.value(Kind::Write, true, stop, || {
+        self.value(Kind::Write, true, None, stop, || {
             self.vapi.update(resource, &self.key, id, patch)
         })
         .await
@@ -323,7 +415,7 @@ impl Lane {
         id: &str,
         stop: &CancellationToken,
     ) -> Result<Value, CallError> {
-        self.value(Kind::Write, true, stop, || {
+        self.value(Kind::Write, true, None, stop, || {
             self.vapi.delete(resource, &self.key, id)
         })
         .await
@@ -333,6 +425,7 @@ impl Lane {
         &self,
         kind: Kind,
         idempotent: bool,
+        send_by: Option<Instant>,
         stop: &CancellationToken,
         f: F,
     ) -> Result<Value, CallError>
@@ -340,7 +433,7 @@ impl Lane {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Value, VapiError>>,
     {
-        self.call(kind, idempotent, stop, || async {
+        self.call(kind, idempotent, send_by, stop, || async {
             f().await.map(Listed::Value)
         })
         .await
@@ -350,10 +443,13 @@ impl Lane {
         })
     }
 
+    /// One request with its retries. `send_by`: no retry is sent after it (a POST's, see
+    /// [`Lane::create`]).
     async fn call<F, Fut, T>(
         &self,
         kind: Kind,
         idempotent: bool,
+        send_by: Option<Instant>,
         stop: &CancellationToken,
         f: F,
     ) -> Result<Listed, CallError>
@@ -362,7 +458,10 @@ impl Lane {
         Fut: std::future::Future<Output = Result<T, VapiError>>,
         T: Into<Listed>,
     {
+        let adaptive = self.config.pacing == Pacing::Adaptive;
         let mut attempt = 0u32;
+        // The last attempt's error, returned when a retry may no longer be sent.
+        let mut last: Option<VapiError> = None;
         loop {
             {
                 let mut st = self.state();
@@ -380,13 +479,19 @@ impl Lane {
                     });
                 }
             }
-            let limiter = match kind {
+            let paced = match kind {
                 Kind::Read => &self.read,
                 Kind::Write => &self.write,
             };
-            tokio::select! {
-                () = limiter.acquire() => {}
+            let sent_at = tokio::select! {
+                at = paced.acquire() => at,
                 () = stop.cancelled() => return Err(CallError::Stopped),
+            };
+            // A retry too late to send: the last attempt's answer stands.
+            if send_by.is_some_and(|by| Instant::from_std(sent_at) > by) {
+                if let Some(err) = last.take() {
+                    return Err(err.into());
+                }
             }
             let result = f().await;
             let outcome = match &result {
@@ -397,6 +502,11 @@ impl Lane {
             self.state()
                 .breaker
                 .record(self.config.clock.now(), outcome);
+            let throttled = matches!(&result, Err(VapiError::RateLimited { .. }));
+            // A request that got no answer, or a 5xx, says nothing about the rate Vapi allows.
+            if throttled || outcome != CallOutcome::Failure {
+                paced.answered(sent_at, throttled);
+            }
             let err = match result {
                 Ok(v) => return Ok(v.into()),
                 Err(e) => e,
@@ -408,31 +518,49 @@ impl Lane {
                     return Err(err.into());
                 }
                 VapiError::RateLimited { retry_after } => {
-                    let wait = clamp_retry_after(
+                    let asked = clamp_retry_after(
                         *retry_after,
                         self.config.retry_after_min,
                         self.config.retry_after_max,
-                    )
-                    .unwrap_or_else(|| self.config.retry_backoff.delay_random(attempt));
-                    // Everyone on this lane waits, not only this call: the limit is per key.
-                    limiter.hold_until(Instant::now() + wait);
-                    tracing::warn!(
-                        fingerprint = self.fingerprint(),
-                        wait_ms = wait.as_millis() as u64,
-                        "Vapi rate limit: holding this key's calls"
                     );
+                    // Adaptive: without `Retry-After` the rate cut is the answer, and the retry
+                    // waits its turn at the new rate like every other call.
+                    let wait = match asked {
+                        Some(wait) => Some(wait),
+                        None if adaptive => None,
+                        None => Some(self.config.retry_backoff.delay_random(attempt)),
+                    };
+                    if let Some(wait) = wait {
+                        // Everyone on this lane waits, not only this call: the limit is per key.
+                        paced.limiter.hold_until(Instant::now() + wait);
+                        tracing::warn!(
+                            fingerprint = self.fingerprint(),
+                            wait_ms = wait.as_millis() as u64,
+                            "Vapi rate limit: holding this key's calls"
+                        );
+                    } else {
+                        tracing::debug!(
+                            fingerprint = self.fingerprint(),
+                            rate = paced.rate(),
+                            "Vapi rate limit: pacing this key's calls slower"
+                        );
+                    }
                     Duration::ZERO
                 }
                 e if e.outcome_unknown() => self.config.retry_backoff.delay_random(attempt),
                 _ => return Err(err.into()),
             };
-            if !idempotent || attempt > self.config.retries || stop.is_cancelled() {
+            // A 429 means Vapi did not process the request: safe to send again, even a POST.
+            let retriable =
+                idempotent || (adaptive && matches!(err, VapiError::RateLimited { .. }));
+            if !retriable || attempt > self.config.retries || stop.is_cancelled() {
                 return Err(err.into());
             }
             tokio::select! {
                 () = tokio::time::sleep(retry_in) => {}
                 () = stop.cancelled() => return Err(err.into()),
             }
+            last = Some(err);
         }
     }
 

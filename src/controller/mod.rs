@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use activator::Activator;
 pub use apply::Gate;
-pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, Rejection};
+pub use lane::{CallError, Lane, LaneConfig, LaneStatus, Lanes, PacingStatus, Rejection};
 pub use outcome::{Outcome, Reason};
 pub use pass::{Blocked, PassContext, PassError, PassReport, PassSettings, Scope, run_pass};
 pub use preview::{Change, PlanFilter, PlanView};
@@ -464,6 +464,22 @@ impl Controller {
             m.breakers
                 .with_label_values(&[s])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for (kind, rate) in [
+            (
+                "read",
+                (|l: &LaneStatus| l.pacing.read) as fn(&LaneStatus) -> f64,
+            ),
+            ("write", |l: &LaneStatus| l.pacing.write),
+        ] {
+            let rates = lanes.iter().map(rate);
+            let (min, max) = rates
+                .fold(None, |acc: Option<(f64, f64)>, r| {
+                    Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
+                })
+                .unwrap_or((0.0, 0.0));
+            m.vapi_rate.with_label_values(&[kind, "min"]).set(min);
+            m.vapi_rate.with_label_values(&[kind, "max"]).set(max);
         }
         let rejected = lanes.iter().filter(|l| l.rejected.is_some()).count();
         m.credentials_rejected

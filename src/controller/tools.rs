@@ -778,6 +778,7 @@ async fn create(
             "nothing it made appeared before the grace period ended".to_owned(),
         ));
     }
+    let intent_at = tokio::time::Instant::now();
     let intent = CreateIntent {
         operation_id: Uuid::new_v4(),
         generation: d.generation,
@@ -811,7 +812,9 @@ async fn create(
             );
         }
     }
-    let result = ctx.send(w.lane.create(TOOL, body, ctx.cancel)).await;
+    let result = ctx
+        .send(w.lane.create(TOOL, body, intent_at, ctx.cancel))
+        .await;
     w.finish(row, &result);
     match result {
         Ok(answer) => {

@@ -6,6 +6,8 @@
 //! - [`TokenBucket`] / [`Limiter`] pace the calls that are admitted. Reads and writes get one
 //!   bucket each, so a large listing cannot starve writes, and a 429 holds the bucket for as
 //!   long as Vapi asked.
+//! - [`Pacer`] (adaptive pacing) moves a bucket's rate: up while callers queue on it, down when
+//!   Vapi answers 429, since Vapi publishes no limit to configure.
 //! - [`Backoff`] spaces retries: of idempotent calls within a pass, and of agents that keep
 //!   failing across passes, with jitter so many agents don't retry in lockstep.
 //!
@@ -20,6 +22,7 @@ mod backoff;
 mod breaker;
 mod bucket;
 mod clock;
+mod pace;
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,8 @@ pub use backoff::{Backoff, clamp_retry_after};
 pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, CallOutcome};
 pub use bucket::{Limiter, Rate, TokenBucket};
 pub use clock::Clock;
+pub(crate) use pace::Pacer;
+pub use pace::Pacing;
 
 /// `t + d` that cannot panic. Instants are opaque, so an absurd configured duration could
 /// overflow one; falling back to a day still keeps the caller away for a long time instead of

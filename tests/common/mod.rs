@@ -16,7 +16,7 @@ use vapi_reconciler::app;
 use vapi_reconciler::controller::{Controller, LaneConfig, LoopConfig, PassReport, PassSettings};
 use vapi_reconciler::credentials::{ApiKey, PlatformKey};
 use vapi_reconciler::leader::{Elector, LeaderConfig, Leadership};
-use vapi_reconciler::resilience::{Backoff, Rate};
+use vapi_reconciler::resilience::{Backoff, Pacing, Rate};
 use vapi_reconciler::settings::Settings;
 use vapi_reconciler::simulator::{RunningSimulator, Simulator};
 use vapi_reconciler::store::Store;
@@ -56,6 +56,9 @@ pub fn test_settings() -> Settings {
         burst: 10_000,
     };
     lanes.write_rate = lanes.read_rate;
+    // Fixed rates: a test's call counts and timings do not depend on what pacing learned.
+    // tests/pacing.rs is about adaptive pacing and asks for it.
+    lanes.pacing = Pacing::Fixed;
     lanes.retries = 2;
     lanes.retry_backoff.base = Duration::from_millis(10);
     lanes.retry_backoff.max = Duration::from_millis(100);
@@ -318,4 +321,37 @@ pub async fn serve_api(
         cancel.clone(),
     ));
     (addr, cancel)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` (no `/v1`) for `loop_status`, as `run` serves them; the
+/// base URL and the token that stops the server.
+pub async fn serve_health(
+    pool: PgPool,
+    loop_status: tokio::sync::watch::Receiver<vapi_reconciler::controller::LoopStatus>,
+    platform_key: PlatformKey,
+    metrics: vapi_reconciler::metrics::Metrics,
+) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let state = vapi_reconciler::http::HttpState {
+        pool,
+        loop_status,
+        platform_key,
+        metrics,
+        api: None,
+    };
+    tokio::spawn(vapi_reconciler::http::serve(
+        listener,
+        state,
+        cancel.clone(),
+    ));
+    (base, cancel)
+}
+
+/// The value of one series in a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
 }
