@@ -285,10 +285,11 @@ impl ActualAssistant {
 
     /// A listed item, kept as its text.
     pub fn from_item(item: crate::vapi::Item) -> Self {
+        let marker = Marker::read(item.metadata().as_ref());
         Self {
             id: item.id,
             created_at: item.created_at,
-            marker: Marker::read(item.metadata.as_ref()),
+            marker,
             text: Some(item.text),
             body: std::sync::OnceLock::new(),
         }

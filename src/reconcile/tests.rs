@@ -131,12 +131,7 @@ fn listed(id: &str, created_at: &str, body: Value) -> ActualAssistant {
     for (k, val) in body.as_object().expect("object") {
         v[k] = val.clone();
     }
-    ActualAssistant::from_item(crate::vapi::Item {
-        id: id.to_owned(),
-        created_at: created_at.to_owned(),
-        metadata: v.get("metadata").cloned(),
-        text: v.to_string().into(),
-    })
+    ActualAssistant::from_item(crate::vapi::Item::read(&v.to_string()).expect("readable"))
 }
 
 fn in_sync_body() -> Value {

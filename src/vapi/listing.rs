@@ -40,13 +40,27 @@ pub struct Listing {
 pub struct Item {
     pub id: String,
     pub created_at: String,
-    /// Its `metadata`, where an assistant carries the ownership marker (`None` when absent).
-    pub metadata: Option<Value>,
+    /// Where its `metadata` (the ownership marker's place) is in `text`; `None` when absent or
+    /// null. A range, not a tree: a page holds a thousand items, and a parsed map is a node of
+    /// several hundred bytes each.
+    metadata_at: Option<std::ops::Range<u32>>,
     /// The item as Vapi sent it: a JSON object that parses.
     pub text: Box<str>,
 }
 
 impl Item {
+    /// Reads one item's text as a listing does; `None` when the listing would not keep it.
+    pub fn read(text: &str) -> Option<Self> {
+        head(text)
+    }
+
+    /// Its `metadata`, parsed (`None` when absent or null).
+    pub fn metadata(&self) -> Option<Value> {
+        let r = self.metadata_at.as_ref()?;
+        let text = self.text.get(r.start as usize..r.end as usize)?;
+        serde_json::from_str(text).ok()
+    }
+
     /// The whole item, parsed. The text parsed when it was listed, so this cannot fail; `Null`
     /// stands in should it ever.
     pub fn value(&self) -> Value {
@@ -118,7 +132,10 @@ fn read_item(raw: &RawValue) -> Result<Item, Box<Unreadable>> {
                     return Ok(Item {
                         id: id.unwrap_or_default(),
                         created_at: created_at.unwrap_or_default(),
-                        metadata: body.get("metadata").cloned(),
+                        metadata_at: body
+                            .get("metadata")
+                            .filter(|m| !m.is_null())
+                            .and_then(|_| metadata_range(raw.get())),
                         text: raw.get().into(),
                     });
                 }
@@ -146,14 +163,14 @@ fn read_item(raw: &RawValue) -> Result<Item, Box<Unreadable>> {
 /// string `id` and `createdAt`. A key given twice counts as a parse would: the last one.
 fn head(text: &str) -> Option<Item> {
     #[derive(Default)]
-    struct Head {
+    struct Head<'a> {
         id: Option<String>,
         created_at: Option<String>,
-        metadata: Option<Value>,
+        metadata: Option<&'a str>,
     }
     struct Top;
     impl<'de> serde::de::Visitor<'de> for Top {
-        type Value = Option<Head>;
+        type Value = Option<Head<'de>>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
@@ -168,7 +185,12 @@ fn head(text: &str) -> Option<Item> {
                     "createdAt" => {
                         head.created_at = map.next_value::<Value>()?.as_str().map(str::to_owned);
                     }
-                    "metadata" => head.metadata = Some(map.next_value()?),
+                    "metadata" => {
+                        // Borrowed from the text, then walked as a parse would walk it.
+                        let raw = map.next_value::<&'de RawValue>()?.get();
+                        serde_json::from_str::<Walk>(raw).map_err(serde::de::Error::custom)?;
+                        head.metadata = Some(raw);
+                    }
                     _ => map.next_value::<Walk>().map(|_| ())?,
                 }
             }
@@ -203,13 +225,34 @@ fn head(text: &str) -> Option<Item> {
     let mut de = serde_json::Deserializer::from_str(text);
     let head = serde::Deserializer::deserialize_any(&mut de, Top).ok()??;
     de.end().ok()?;
-    let null = head.metadata.as_ref().is_some_and(Value::is_null);
+    let metadata_at = match head.metadata {
+        Some("null") | None => None,
+        Some(raw) => Some(offsets(text, raw)?),
+    };
     Some(Item {
         id: head.id?,
         created_at: head.created_at?,
-        metadata: head.metadata.filter(|_| !null),
+        metadata_at,
         text: text.into(),
     })
+}
+
+/// Where `part`, a slice of `text`, lies in it.
+fn offsets(text: &str, part: &str) -> Option<std::ops::Range<u32>> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= text.len()).then_some(u32::try_from(start).ok()?..u32::try_from(end).ok()?)
+}
+
+/// Where the top-level `metadata` of an object's text is (the last, should it repeat).
+fn metadata_range(text: &str) -> Option<std::ops::Range<u32>> {
+    #[derive(serde::Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow)]
+        metadata: Option<&'a RawValue>,
+    }
+    let only: Only<'_> = serde_json::from_str(text).ok()?;
+    offsets(text, only.metadata?.get())
 }
 
 /// Any JSON value, walked as [`Value`]'s own deserializer walks it (so it fails where that
@@ -412,6 +455,8 @@ mod tests {
         let items = [
             r#"{"id":"a","createdAt":"t","metadata":{"managedBy":"m"},"x":[1,{"y":"\u00e9"}]}"#,
             r#"{"id":"a","createdAt":"t","metadata":null}"#,
+            r#"{"id":"a","createdAt":"t","metadata":{"managedBy":"x"},"metadata":{"agentId":"m"}}"#,
+            r#"{"id":"a","createdAt":"t","metadata":{"n":1e400}}"#,
             r#"{"id":"first","id":"a","createdAt":"t"}"#,
             r#"{"id":"a","createdAt":"t","bad":"\ud800"}"#,
             r#"{"id":"a","createdAt":"t","n":-1e400}"#,
@@ -427,7 +472,7 @@ mod tests {
                 assert_eq!(&*read.text, item);
                 assert_eq!(read.id, parsed["id"].as_str().expect("id"));
                 let metadata = parsed.get("metadata").filter(|m| !m.is_null());
-                assert_eq!(read.metadata.as_ref(), metadata, "{item}");
+                assert_eq!(read.metadata().as_ref(), metadata, "{item}");
             }
         }
     }
