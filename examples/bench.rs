@@ -5,7 +5,8 @@
 //! (on its own thread and runtime, so its CPU time can be told apart from the controller's) and
 //! wires the controller exactly as `tests/common` does. Prints a Markdown table.
 //!
-//! Scenarios: `cold`, `ratelimited`, `steady`, `reaction`, `failover`, `all` (= the five). See
+//! Scenarios: `cold`, `ratelimited`, `steady`, `reaction`, `failover`, `console` (the operator
+//! console's pages at 100,000 agents, support/console.rs), `all`. See
 //! docs/benchmarks.md for what each measures and the latest results.
 //!
 //! `failover` runs two real `vapi-reconciler run` processes (the binary of the same profile,
@@ -16,6 +17,8 @@
 //! stops a TCP relay (`socat`) between it and Postgres, so the path hangs without closing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/console.rs"]
+mod console;
 #[path = "support/process.rs"]
 mod process;
 #[path = "../tests/common/relay.rs"]
@@ -49,11 +52,11 @@ use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmarks the controller against the in-process Vapi simulator")]
 struct Args {
-    /// cold | ratelimited | steady | tools | reaction | failover | all
+    /// cold | ratelimited | steady | tools | reaction | failover | console | all
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Agents (default per scenario: cold 10000, ratelimited 2000, steady 100000, tools 10000,
-    /// reaction 100, failover 100).
+    /// reaction 100, failover 100, console 100000).
     #[arg(long)]
     agents: Option<usize>,
     /// Simulator latency per request, ms (cold, ratelimited, reaction, failover).
@@ -1509,11 +1512,14 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             "tools",
             "reaction",
             "failover",
+            "console",
         ],
-        s @ ("cold" | "ratelimited" | "steady" | "tools" | "reaction" | "failover") => vec![s],
+        s @ ("cold" | "ratelimited" | "steady" | "tools" | "reaction" | "failover" | "console") => {
+            vec![s]
+        }
         other => {
             anyhow::bail!(
-                "unknown scenario {other:?}: cold, ratelimited, steady, tools, reaction, failover or all"
+                "unknown scenario {other:?}: cold, ratelimited, steady, tools, reaction, failover, console or all"
             )
         }
     };
@@ -1527,6 +1533,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             "steady" => process::steady(&args).await?,
             "tools" => tools(&args).await?,
             "reaction" => reaction(&args).await?,
+            "console" => console::console(&args).await?,
             _ => failover(&args).await?,
         };
         eprintln!("{s} done in {:.1} s", t.elapsed().as_secs_f64());
