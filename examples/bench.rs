@@ -5,7 +5,8 @@
 //! (on its own thread and runtime, so its CPU time can be told apart from the controller's) and
 //! wires the controller exactly as `tests/common` does. Prints a Markdown table.
 //!
-//! Scenarios: `cold`, `ratelimited`, `pacing`, `steady`, `tools`, `reaction`, `failover`, `all`
+//! Scenarios: `cold`, `ratelimited`, `pacing`, `steady`, `tools`, `reaction`, `failover`,
+//! `console` (the operator console's pages at 100,000 agents, support/console.rs), `all`
 //! (= every one). See
 //! docs/benchmarks.md for what each measures and the latest results.
 //!
@@ -17,6 +18,8 @@
 //! stops a TCP relay (`socat`) between it and Postgres, so the path hangs without closing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/console.rs"]
+mod console;
 #[path = "support/process.rs"]
 mod process;
 #[path = "../tests/common/relay.rs"]
@@ -50,11 +53,11 @@ use vapi_reconciler::vapi::{ClientConfig, VapiClient};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmarks the controller against the in-process Vapi simulator")]
 struct Args {
-    /// cold | ratelimited | pacing | steady | tools | reaction | failover | all
+    /// cold | ratelimited | pacing | steady | tools | reaction | failover | console | all
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Agents (default per scenario: cold 10000, ratelimited 2000, pacing 2000, steady 100000,
-    /// tools 10000, reaction 100, failover 100).
+    /// tools 10000, reaction 100, failover 100, console 100000).
     #[arg(long)]
     agents: Option<usize>,
     /// Simulator latency per request, ms (cold, ratelimited, pacing, reaction, failover).
@@ -1610,13 +1613,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             "tools",
             "reaction",
             "failover",
+            "console",
         ],
-        s @ ("cold" | "ratelimited" | "pacing" | "steady" | "tools" | "reaction" | "failover") => {
+        s @ ("cold" | "ratelimited" | "pacing" | "steady" | "tools" | "reaction" | "failover"
+        | "console") => {
             vec![s]
         }
         other => {
             anyhow::bail!(
-                "unknown scenario {other:?}: cold, ratelimited, pacing, steady, tools, reaction, failover or all"
+                "unknown scenario {other:?}: cold, ratelimited, pacing, steady, tools, reaction, failover, console or all"
             )
         }
     };
@@ -1631,6 +1636,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             "steady" => process::steady(&args).await?,
             "tools" => tools(&args).await?,
             "reaction" => reaction(&args).await?,
+            "console" => console::console(&args).await?,
             _ => failover(&args).await?,
         };
         eprintln!("{s} done in {:.1} s", t.elapsed().as_secs_f64());

@@ -43,12 +43,26 @@ impl AdminToken {
         (!raw.is_empty()).then(|| Self(SecretString::from(raw.to_owned())))
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    /// Constant-time: `/v1`'s bearer check and the console's sign-in.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         self.0
             .expose_secret()
             .as_bytes()
             .ct_eq(presented.as_bytes())
             .into()
+    }
+}
+
+impl AdminToken {
+    /// A key derived from the token for one purpose (HMAC-SHA-256 keyed by the token): the
+    /// console signs its sessions with it, so a cookie never holds the token, every replica with
+    /// the same token accepts it, and a new token ends every session.
+    pub(crate) fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -164,59 +178,14 @@ async fn reconcile(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let mut loop_status = api.controller.subscribe();
-    let (role, started, count, writing) = {
-        let s = loop_status.borrow();
-        let writing: Vec<u32> = s
-            .shards
-            .iter()
-            .filter(|l| l.writing)
-            .map(|l| l.shard)
-            .collect();
-        (
-            s.role_now().0,
-            s.passes_started,
-            s.shard_count.max(1),
-            writing,
-        )
+    let Triggered {
+        request_id,
+        started,
+        mut loop_status,
+    } = match trigger(&api, request.org_id, request.agent_id, q.wait).await {
+        Ok(t) => t,
+        Err(refused) => return refused.into_response(),
     };
-    if role != Role::Leader {
-        return error(
-            StatusCode::CONFLICT,
-            "standby",
-            "this replica stands by; send the request to the leader (see GET /v1/status on any replica)",
-        );
-    }
-    // A named organization (or an agent's) must be in a shard this replica writes for.
-    let org = match (request.org_id, request.agent_id) {
-        (Some(org), _) => Some(org),
-        (None, Some(agent)) => match api.store.org_of_agent(agent).await {
-            Ok(org) => org,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
-        },
-        (None, None) => None,
-    };
-    if let Some(org) = org {
-        let shard = shard_of(org, count);
-        if !writing.contains(&shard) {
-            return error(
-                StatusCode::CONFLICT,
-                "not_owner",
-                format!(
-                    "organization {org} is in shard {shard} of {count}, which another replica writes for; send the request there (GET /v1/status on each replica lists its shards)"
-                ),
-            );
-        }
-    }
-    let request_id = Uuid::new_v4();
-    api.controller.activator().activate();
-    if org.is_none() && count > 1 {
-        // Everything: every replica's shards, so every replica is woken (through its listener).
-        if let Err(e) = api.store.notify_replicas().await {
-            tracing::warn!(error = %e, "could not wake the other replicas; they reconcile at their next pass");
-        }
-    }
-    tracing::info!(%request_id, org_id = ?request.org_id, agent_id = ?request.agent_id, wait = q.wait, "reconcile requested");
     if !q.wait {
         return (
             StatusCode::ACCEPTED,
@@ -249,6 +218,109 @@ async fn reconcile(
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
     }
+}
+
+/// Why an operator action was refused: what `/v1` answers, and what the console shows.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn store(e: &crate::store::StoreError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string())
+    }
+
+    fn into_response(self) -> Response {
+        error(self.status, self.kind, self.message)
+    }
+}
+
+/// A reconcile that was asked for: its id, and the loop's pass count when it was.
+pub(crate) struct Triggered {
+    pub(crate) request_id: Uuid,
+    pub(crate) started: u64,
+    pub(crate) loop_status: tokio::sync::watch::Receiver<crate::controller::LoopStatus>,
+}
+
+/// Wakes the loop for everything, an organization or an agent: the one trigger behind
+/// `POST /v1/reconcile` and the console's button. Refused on a standby, and for an organization
+/// in a shard another replica writes for.
+pub(crate) async fn trigger(
+    api: &Api,
+    org_id: Option<Uuid>,
+    agent_id: Option<Uuid>,
+    wait: bool,
+) -> Result<Triggered, Refusal> {
+    let loop_status = api.controller.subscribe();
+    let (role, started, count, writing) = {
+        let s = loop_status.borrow();
+        let writing: Vec<u32> = s
+            .shards
+            .iter()
+            .filter(|l| l.writing)
+            .map(|l| l.shard)
+            .collect();
+        (
+            s.role_now().0,
+            s.passes_started,
+            s.shard_count.max(1),
+            writing,
+        )
+    };
+    if role != Role::Leader {
+        return Err(Refusal::new(
+            StatusCode::CONFLICT,
+            "standby",
+            "this replica stands by; send the request to the leader (see GET /v1/status on any replica)",
+        ));
+    }
+    // A named organization (or an agent's) must be in a shard this replica writes for.
+    let org = match (org_id, agent_id) {
+        (Some(org), _) => Some(org),
+        (None, Some(agent)) => api
+            .store
+            .org_of_agent(agent)
+            .await
+            .map_err(|e| Refusal::store(&e))?,
+        (None, None) => None,
+    };
+    if let Some(org) = org {
+        let shard = shard_of(org, count);
+        if !writing.contains(&shard) {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "not_owner",
+                format!(
+                    "organization {org} is in shard {shard} of {count}, which another replica writes for; send the request there (GET /v1/status on each replica lists its shards)"
+                ),
+            ));
+        }
+    }
+    let request_id = Uuid::new_v4();
+    api.controller.activator().activate();
+    if org.is_none() && count > 1 {
+        // Everything: every replica's shards, so every replica is woken (through its listener).
+        if let Err(e) = api.store.notify_replicas().await {
+            tracing::warn!(error = %e, "could not wake the other replicas; they reconcile at their next pass");
+        }
+    }
+    tracing::info!(%request_id, ?org_id, ?agent_id, wait, "reconcile requested");
+    Ok(Triggered {
+        request_id,
+        started,
+        loop_status,
+    })
 }
 
 /// The report of pass number `target` (or a later one), once it has finished.
@@ -346,32 +418,43 @@ async fn status(State(api): State<Api>) -> Response {
 }
 
 async fn reset_breaker(State(api): State<Api>, Path(fingerprint): Path<String>) -> Response {
+    match request_breaker_reset(&api, &fingerprint).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"fingerprint": fingerprint, "reset": "requested"})),
+        )
+            .into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Asks the leader to close a key's breaker: behind `POST /v1/breakers/{fp}/reset` and the
+/// console's button.
+pub(crate) async fn request_breaker_reset(api: &Api, fingerprint: &str) -> Result<(), Refusal> {
     // A fingerprint is 8 hex digits; anything else (`%00` included) never reaches the database.
     if fingerprint.len() != 8 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!(
                 "{} is not a key fingerprint (8 hex digits, as `breaker list` shows them)",
-                crate::reconcile::validate::show(&serde_json::Value::String(fingerprint))
+                crate::reconcile::validate::show(&serde_json::Value::String(
+                    fingerprint.to_owned()
+                ))
             ),
-        );
+        ));
     }
-    match api.store.request_breaker_reset(&fingerprint).await {
+    match api.store.request_breaker_reset(fingerprint).await {
         Ok(true) => {
             api.controller.note_operator_request();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"fingerprint": fingerprint, "reset": "requested"})),
-            )
-                .into_response()
+            Ok(())
         }
-        Ok(false) => error(
+        Ok(false) => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no key with fingerprint {fingerprint:?} is in use"),
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+        )),
+        Err(e) => Err(Refusal::store(&e)),
     }
 }
 
@@ -421,24 +504,38 @@ async fn confirm_block(
         }
     };
     let by = request.by.unwrap_or_else(|| "api".to_owned());
+    match confirm_guard_block(&api, id, &by, valid_for).await {
+        Ok(block) => Json(block).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Confirms a guard block for `valid_for`: behind `POST /v1/guard/blocks/{id}/confirm` and the
+/// console's button.
+pub(crate) async fn confirm_guard_block(
+    api: &Api,
+    id: i64,
+    by: &str,
+    valid_for: Duration,
+) -> Result<crate::store::GuardBlock, Refusal> {
     if by.trim().is_empty() || by.chars().count() > 200 || by.chars().any(char::is_control) {
-        return error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "by must be a name: not empty, at most 200 characters, no control characters",
-        );
+        ));
     }
-    match api.store.confirm_guard_block(id, &by, valid_for).await {
+    match api.store.confirm_guard_block(id, by, valid_for).await {
         Ok(Some(block)) => {
-            tracing::warn!(block_id = id, by = %by, "guard block confirmed over the API");
+            tracing::warn!(block_id = id, by = %by, "guard block confirmed by an operator");
             api.controller.activator().activate();
-            Json(block).into_response()
+            Ok(block)
         }
-        Ok(None) => error(
+        Ok(None) => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no guard block with id {id}"),
-        ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.kind(), e.to_string()),
+        )),
+        Err(e) => Err(Refusal::store(&e)),
     }
 }

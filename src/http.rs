@@ -1,5 +1,5 @@
 //! The controller's own HTTP server: `/healthz` (liveness), `/readyz` (readiness) and
-//! `/metrics` (Prometheus).
+//! `/metrics` (Prometheus), and with the operator API (`/v1`) the console (`/ui`).
 //!
 //! Liveness means this process and its loop answer; it never depends on Vapi, because restarting
 //! the controller does not fix someone else's outage. Readiness means the database is reachable
@@ -46,7 +46,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state);
     let routes = match api {
-        Some(api) => health.merge(crate::api::router(api)),
+        Some(api) => health
+            .merge(crate::api::router(api.clone()))
+            .merge(crate::console::router(api)),
         None => health,
     };
     routes
@@ -68,7 +70,7 @@ async fn not_found(request: Request) -> Response {
 
 /// Every error answer is JSON `{"error", "message"}`: axum's own rejections (a bad query string,
 /// a wrong method, a malformed path) are plain text or empty, so they are rewritten here, their
-/// text kept as the message and `Allow` kept on a 405.
+/// text kept as the message and `Allow` kept on a 405. The console's HTML error pages stay HTML.
 async fn json_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let answer = next.run(request).await;
@@ -77,7 +79,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return answer;
     }

@@ -7,13 +7,15 @@
 //!        └──── status, journal (fenced by leader) ──┘   ▼
 //!                                          lanes per key (resilience: PURE breaker, buckets,
 //!                                          back-off) ──▶ vapi client ──▶ Vapi (or simulator)
-//!  http: /healthz /readyz /metrics + api: /v1  ── read the controller's state, never Vapi
+//!  http: /healthz /readyz /metrics + api: /v1 + console: /ui ── read the controller's state
 //! ```
 //! `app` is the only module that names concrete types and wires them. `reconcile` imports no
 //! I/O crate; `resilience` is pure but for its `Limiter` and `Clock`, which read tokio's clock.
 pub mod api;
 pub mod app;
 pub mod config;
+// The operator console under /ui.
+mod console;
 pub mod controller;
 pub mod credentials;
 pub mod demo;

@@ -40,6 +40,12 @@ pub struct Change {
     pub duplicates: Vec<String>,
     /// Voice rewrites the write would carry.
     pub voice: Vec<String>,
+    /// For a plan of one agent: the whole body the assistant should have, and the assistant as
+    /// Vapi has it now (one GET; absent when there is none), so a diff can show both sides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<serde_json::Value>,
 }
 
 /// An agent the plan cannot act on, and why.
@@ -142,7 +148,7 @@ pub(super) async fn preview(
         guard_exceeded: false,
     };
     view.guard_exceeded = view.guard.exceeded();
-    for d in &survey.plan.decisions {
+    for (i, d) in survey.plan.decisions.iter().enumerate() {
         if !filter.admits(d.org_id, d.agent_id) {
             continue;
         }
@@ -178,7 +184,19 @@ pub(super) async fn preview(
             view.not_enforced.push(d.agent_id);
             continue;
         }
+        // One agent asked for: both sides of its diff. The listing kept no body, so the
+        // assistant is read once more (a GET, as a focused pass reads one).
+        let (desired, actual) = match (filter.agent, &assistant_id, survey.decision_lanes.get(i)) {
+            (Some(_), Some(id), Some(lane)) if action == "patch" => (
+                d.desired.clone().map(serde_json::Value::Object),
+                lane.get(super::ASSISTANT, id, ctx.cancel).await.ok(),
+            ),
+            (Some(_), _, _) => (d.desired.clone().map(serde_json::Value::Object), None),
+            _ => (None, None),
+        };
         view.changes.push(Change {
+            desired,
+            actual,
             agent_id: d.agent_id,
             org_id: d.org_id,
             name: survey.names.get(&d.agent_id).cloned().unwrap_or_default(),

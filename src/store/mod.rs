@@ -707,7 +707,7 @@ impl Store {
 }
 
 /// A pass the blast-radius guard stopped.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct GuardBlock {
     pub id: i64,
     pub created_at: DateTime<Utc>,
