@@ -640,7 +640,11 @@ async fn the_console_in_a_real_browser(pool: PgPool) {
         "//form[@action='/ui/reconcile'][input[@name='agent_id']]/button",
     ))
     .await;
-    assert!(b.text("p.notice").await.contains("Reconcile requested"));
+    // The click's POST and its redirect may still be on their way: wait for the page they lead to.
+    b.until_text("p.notice", Duration::from_secs(10), |t| {
+        t.contains("Reconcile requested")
+    })
+    .await;
     b.until_text("#reason", Duration::from_secs(60), |t| t == "Patched")
         .await;
     assert_eq!(
@@ -679,7 +683,11 @@ async fn the_console_in_a_real_browser(pool: PgPool) {
     b.assert_no_injected_markup("guard").await;
     b.screenshot("console-guard.png").await;
     b.click(Locator::Css("form.action button.danger")).await;
-    assert!(b.text("p.notice").await.contains("Guard block confirmed"));
+    // The click's POST and its redirect may still be on their way: wait for the page they lead to.
+    b.until_text("p.notice", Duration::from_secs(10), |t| {
+        t.contains("Guard block confirmed")
+    })
+    .await;
     assert!(b.text("#confirmed").await.contains("by console"));
     until_state(&pool, front, "synced").await;
     until_state(&pool, night, "synced").await;
