@@ -437,6 +437,22 @@ mod browser {
                 .unwrap()
         }
 
+        /// Polls until the browser is at `path` (a click's navigation may still be going on).
+        pub async fn until_path(&self, path: &str, bound: Duration) {
+            let deadline = Instant::now() + bound;
+            loop {
+                let at = self.client.current_url().await.unwrap();
+                if at.path() == path {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never reached {path} within {bound:?}; at {at}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
         /// Polls until the element's text satisfies `check`; the page refreshes itself.
         pub async fn until_text(
             &self,
@@ -562,10 +578,14 @@ async fn the_console_in_a_real_browser(pool: PgPool) {
     assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
     b.type_into("#token", "wrong-token").await;
     b.click(Locator::Css("form.login button")).await;
-    assert_eq!(b.text("p.error").await, "The admin token is wrong.");
+    b.until_text("p.error", Duration::from_secs(10), |t| {
+        t == "The admin token is wrong."
+    })
+    .await;
     b.type_into("#token", TOKEN).await;
     b.click(Locator::Css("form.login button")).await;
-    assert_eq!(c.current_url().await.unwrap().path(), "/ui");
+    // The sign-in's POST and its redirect may still be on their way: wait for where they lead.
+    b.until_path("/ui", Duration::from_secs(10)).await;
     // The cookie is HttpOnly: the page's script cannot read it.
     let visible = c.execute("return document.cookie", vec![]).await.unwrap();
     assert_eq!(visible, json!(""));
@@ -618,7 +638,8 @@ async fn the_console_in_a_real_browser(pool: PgPool) {
     c.goto(&format!("{base}/ui/agents/{front}")).await.unwrap();
     assert_eq!(b.text("#reason").await, "Created");
     b.click(Locator::Css("#compare")).await;
-    assert_eq!(b.text("#live-action").await, "patch");
+    b.until_text("#live-action", Duration::from_secs(10), |t| t == "patch")
+        .await;
     let diff = b.text("#live-diff table.diff").await;
     assert!(diff.contains("firstMessage"), "{diff}");
     assert!(diff.contains("Hello from agent 1."), "desired: {diff}");
@@ -674,7 +695,10 @@ async fn the_console_in_a_real_browser(pool: PgPool) {
         })
         .await;
     b.click(Locator::Css("a[href^='/ui/guard/']")).await;
-    assert_eq!(b.text("#recreates").await, "2", "{block_link}");
+    let recreates = b
+        .until_text("#recreates", Duration::from_secs(10), |t| t == "2")
+        .await;
+    assert_eq!(recreates, "2", "{block_link}");
     let sample = b.text("table").await;
     assert!(
         sample.contains("recreate") && sample.contains("Front desk"),
