@@ -403,6 +403,7 @@ async fn status(State(api): State<Api>) -> Response {
                 "focusedPasses": loop_status.focused_passes,
                 "lastPass": loop_status.last_pass,
                 "lastPassFinishedAt": loop_status.last_pass_finished_at,
+                "lastFocusedPassFinishedAt": loop_status.last_focused_pass_finished_at,
                 "lastError": loop_status.last_error,
                 "agents": counts,
                 "platformKey": api.controller.platform_key().current(),

@@ -189,7 +189,18 @@ async fn sign_in_sessions_and_csrf(pool: PgPool) {
     assert_eq!(headers["content-security-policy"], CSP);
     assert_eq!(headers["cache-control"], "no-store");
     assert!(!page.contains(TOKEN));
+    assert!(page.contains("Last full pass"), "{page}");
+    assert!(page.contains("Last focused pass"), "{page}");
     let csrf = csrf_of(&page);
+
+    // A path no page answers is an HTML page of this console, under its policy, not the API's
+    // JSON; the path is not echoed back.
+    let (code, headers, page) = get(&base, "/ui/agentz/<b>x</b>", &cookie).await;
+    assert_eq!(code, 404, "{page}");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["content-security-policy"], CSP);
+    assert!(page.contains("No page lives at this address."), "{page}");
+    assert!(!page.contains("agentz"), "{page}");
 
     // Every POST needs the session's CSRF token and this origin.
     let post = |fields: Vec<(&'static str, String)>, origin: &str| {

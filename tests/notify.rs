@@ -128,6 +128,11 @@ async fn a_small_save_is_one_patch_without_a_listing(pool: PgPool) {
     .await;
     let after = run.status();
     assert_eq!(after.passes, before.passes, "no full pass for a small save");
+    assert!(
+        after.last_focused_pass_finished_at > before.last_focused_pass_finished_at,
+        "the focused pass's time is shown: {:?}",
+        after.last_focused_pass_finished_at
+    );
     assert_eq!(run.passes_total("full"), full);
     assert!(run.passes_total("focused") > focused);
     let shown = run.assistants_of(agent);

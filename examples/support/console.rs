@@ -89,7 +89,8 @@ pub(crate) async fn console(args: &Args) -> anyhow::Result<Vec<Row>> {
         }
     };
 
-    // The first fleet page waits for the first count; every later one is served from it.
+    // The server took its first count as it started; the first page, asked for at once, waits
+    // for the rest of it. Every later one is served from it.
     let (first_ms, page) = fetch("/ui").await?;
     anyhow::ensure!(page.contains("Oldest unresolved"), "not the fleet page");
     let mut rows = Vec::new();
@@ -129,7 +130,7 @@ pub(crate) async fn console(args: &Args) -> anyhow::Result<Vec<Row>> {
         bound: "—".to_owned(),
         ratio: None,
         goal: None,
-        note: "waits for the first fleet count (one aggregate over every agent); later pages are served from it and it is recounted in the background once 2 s old".to_owned(),
+        note: "asked for right after the server started: waits for the rest of the first fleet count (one aggregate over every agent, begun at start); later pages are served from it and it is recounted in the background once 2 s old".to_owned(),
     });
     cancel.cancel();
     server.await??;

@@ -326,7 +326,8 @@ pub(crate) fn fleet(frame: &Frame<'_>, page: &FleetPage<'_>) -> Markup {
                         @if let Some(note) = &status.shard_note { dt { "Note" } dd { (note) } }
                         dt { "Full passes" } dd { (status.passes) }
                         dt { "Focused passes" } dd { (status.focused_passes) }
-                        dt { "Last full pass" } dd { (when(status.last_pass_finished_at)) }
+                        dt { "Last full pass" } dd #last-full { (when(status.last_pass_finished_at)) }
+                        dt { "Last focused pass" } dd #last-focused { (when(status.last_focused_pass_finished_at)) }
                         @if let Some(e) = &status.last_error { dt { "Last error" } dd.message { (e) } }
                     }
                     @if let Some(p) = &status.last_pass {

@@ -3,9 +3,10 @@
 //!
 //! Why this shape: the fleet's counts are one aggregate over every live agent (the view's state
 //! needs each agent's generation against its status), which at 100,000 agents takes longer than
-//! the page may. So the fleet page reads that aggregate from a [`FleetCache`] that recounts in
-//! the background when a page finds it older than [`FLEET_FRESH`] (stale-while-revalidate, one
-//! recount at a time, none while nobody looks), and shows how old it is; everything small (keys,
+//! the page may. So the fleet page reads that aggregate from a [`FleetCache`] that takes its first
+//! count when the server starts and recounts in the background when a page finds it older than
+//! [`FLEET_FRESH`] (stale-while-revalidate, one recount at a time, none while nobody looks), and
+//! shows how old it is; everything small (keys,
 //! guard blocks, leases) is one more query on every request. Lists are pages of at most
 //! [`PAGE_SIZE`] rows: the agents list sorts by name on `agents_live_name_idx` and pages with
 //! `LIMIT`/`OFFSET`, asking for one row more to know whether a next page exists, so no page ever
@@ -140,6 +141,26 @@ impl FleetCache {
                 Ok((at, count_fleet(pool).await?))
             }
         }
+    }
+
+    /// Takes the first count in the background, when a runtime is there to run it.
+    pub(crate) fn warm(&self, pool: &PgPool) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if state.last.is_some() || state.counting {
+                return;
+            }
+            state.counting = true;
+        }
+        let (cache, pool) = (self.clone(), pool.clone());
+        runtime.spawn(async move {
+            if let Err(e) = cache.recount(&pool).await {
+                tracing::warn!(error = %e, "the console's first fleet count failed; a page will take one");
+            }
+        });
     }
 
     async fn recount(&self, pool: &PgPool) -> Result<(DateTime<Utc>, FleetCounts), StoreError> {

@@ -113,6 +113,8 @@ pub struct LoopStatus {
     pub last_pass: Option<PassReport>,
     pub last_error: Option<String>,
     pub last_pass_finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the last focused pass finished, whatever it found.
+    pub last_focused_pass_finished_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The platform key in use (fingerprint, source, load time).
     pub platform_key: Option<LoadedKey>,
     /// Breaker and quarantine state of every key in use, after the last pass.
@@ -394,7 +396,10 @@ impl Controller {
             Err(e) => Err(e.into()),
         };
         self.count_pass("focused");
-        self.status.send_modify(|s| s.focused_passes += 1);
+        self.status.send_modify(|s| {
+            s.focused_passes += 1;
+            s.last_focused_pass_finished_at = Some(chrono::Utc::now());
+        });
         let r = match report {
             Ok(r) => r,
             Err(e) => {
