@@ -95,6 +95,12 @@ async fn second_pass_with_nothing_changed_writes_nothing(pool: PgPool) {
         (again.in_sync, again.status_writes, again.memos_written),
         (20, 0, 0)
     );
+    // The memos held: no spec or applied text was read, and every listed text was dropped as
+    // its page arrived.
+    assert_eq!(
+        (again.texts_read_again, again.assistants_remembered),
+        (0, 20)
+    );
     assert_eq!(env.sim.counters().writes(), 0);
 }
 
@@ -178,6 +184,8 @@ async fn assistant_edited_out_of_band_is_patched_back(pool: PgPool) {
     env.sim.reset_counters();
     let report = env.pass().await;
     assert_eq!((report.patched, env.sim.counters().writes()), (1, 1));
+    // The pass read the agent's digests only, found the memo missed, and read its texts.
+    assert_eq!(report.texts_read_again, 1);
     let s = status(&pool, id).await;
     assert_eq!(s.reason, "Patched");
     assert_eq!(s.drift, vec!["model.messages[0].content"]);

@@ -152,6 +152,81 @@ async fn a_create_that_never_landed_is_waited_for_then_sent_again(pool: PgPool) 
 }
 
 #[sqlx::test]
+async fn a_remembered_assistant_that_gains_a_duplicate_is_read_again_and_kept(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let org = org(&pool, "Harbor").await;
+    let a = agent(&pool, org, "front-desk", spec(1)).await;
+    env.pass().await;
+    // Found in sync and remembered: from now on the pass keeps only its listed text's digest.
+    assert_eq!(env.pass().await.memos_written, 1);
+    let quiet = env.pass().await;
+    assert_eq!(
+        (
+            quiet.assistants_remembered,
+            quiet.assistants_read_again,
+            quiet.texts_read_again
+        ),
+        (1, 0, 0)
+    );
+    let kept = status(&pool, a).await.assistant_id.unwrap();
+    let mut body = spec(1);
+    body["name"] = json!("front-desk");
+    body["metadata"] =
+        json!({"managedBy": MANAGED_BY, "agentId": a.to_string(), "orgId": org.to_string()});
+    let dup = env.sim.create_out_of_band(&env.vapi_org, body)["id"].clone();
+
+    env.sim.reset_counters();
+    let report = env.pass().await;
+    // The duplicate undoes the memo: the recorded assistant's dropped text is read again (one
+    // GET), the agent's own texts too, and the decision is the full one.
+    assert_eq!(
+        (report.assistants_read_again, report.texts_read_again),
+        (1, 1)
+    );
+    let c = env.sim.counters();
+    // One GET reads the recorded assistant again (200); the other confirms the deleted
+    // duplicate gone (404).
+    let gets = |status: u16| {
+        c.requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.route == "/assistant/{id}" && r.status == status)
+            .map(|r| r.count)
+            .sum::<u64>()
+    };
+    assert_eq!((gets(200), gets(404)), (1, 1), "{c:?}");
+    assert_eq!(c.total("DELETE", "/assistant/{id}"), 1, "{c:?}");
+    assert_eq!((report.duplicates_deleted, report.in_sync), (1, 1));
+    let left = env.assistants_of(a);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], kept.as_str(), "the recorded one is kept");
+    assert_ne!(left[0]["id"], dup);
+    let s = status(&pool, a).await;
+    assert_eq!(s.state, "synced");
+    // The next pass remembers again (with the status it writes, or on its own), and the one
+    // after drops the text again and writes nothing.
+    env.pass().await;
+    let memo: bool = sqlx::query_scalar(
+        "select in_sync_digest is not null from agent_status where agent_id = $1",
+    )
+    .bind(a)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(memo, "remembered again");
+    let again = env.pass().await;
+    assert_eq!(
+        (
+            again.in_sync,
+            again.assistants_remembered,
+            again.assistants_read_again,
+            again.memos_written,
+            again.status_writes
+        ),
+        (1, 1, 0, 0, 0)
+    );
+}
+
+#[sqlx::test]
 async fn duplicates_are_reduced_to_the_recorded_one_orphans_deleted_unmarked_untouched(
     pool: PgPool,
 ) {

@@ -60,6 +60,21 @@ pub(crate) struct Applied {
     pub(crate) create_settled: Option<CreateSettled>,
 }
 
+impl Applied {
+    /// Nothing sent, nothing journaled, nothing settled.
+    pub(crate) fn nothing() -> Self {
+        Self {
+            effect: Effect::NoWrite,
+            duplicates: Duplicates::default(),
+            fallback: None,
+            journal: Vec::new(),
+            discarded: Vec::new(),
+            settle_intent: false,
+            create_settled: None,
+        }
+    }
+}
+
 /// The result of a decision's main action.
 #[derive(Debug)]
 pub(crate) enum Effect {
@@ -336,6 +351,19 @@ where
 
 /// Applies one agent's decision with its key's lane. Dry-run and hands-off decisions send
 /// nothing.
+/// What [`decision`] would return, without running it, for a decision that needs no call and
+/// no journal row: one that writes nothing (in sync with the assistant it holds, invalid,
+/// waiting, deleted) and has no duplicate to delete, no create intent to settle and no adoption
+/// to journal. `None` for every other decision, which must go through [`decision`]. A steady
+/// pass is all such decisions; settling them inline spares each a future of its own.
+pub(crate) fn needs_nothing(d: &Decision) -> Option<Applied> {
+    let quiet = !d.action.writes()
+        && d.duplicates.is_empty()
+        && d.intent.is_none()
+        && !matches!(d.action, Action::InSync { adopted: true, .. });
+    quiet.then(Applied::nothing)
+}
+
 pub(crate) async fn decision(
     ctx: &PassContext<'_>,
     intents: &Intents,
@@ -343,15 +371,7 @@ pub(crate) async fn decision(
     lane: &Lane,
 ) -> Applied {
     let mut journal = Journal::new(ctx, d);
-    let mut applied = Applied {
-        effect: Effect::NoWrite,
-        duplicates: Duplicates::default(),
-        fallback: None,
-        journal: Vec::new(),
-        discarded: Vec::new(),
-        settle_intent: false,
-        create_settled: None,
-    };
+    let mut applied = Applied::nothing();
     if ctx.settings.dry_run || d.mode != Mode::Enforce {
         return applied;
     }

@@ -42,7 +42,7 @@ use crate::resilience::{
     Admission, Backoff, Breaker, BreakerConfig, BreakerState, CallOutcome, Clock, Limiter, Pacer,
     Pacing, Rate, clamp_retry_after,
 };
-use crate::vapi::{Item, Listing, Resource, VapiClient, VapiError, list_all_pages};
+use crate::vapi::{Item, Listing, Resource, VapiClient, VapiError, list_all_pages_into};
 
 #[derive(Debug, Clone)]
 pub struct LaneConfig {
@@ -347,18 +347,33 @@ impl Lane {
         resource: Resource,
         stop: &CancellationToken,
     ) -> Result<Listing, CallError> {
+        let (items, unreadable) = self.list_all_into(resource, stop, |item| item).await?;
+        Ok(Listing { items, unreadable })
+    }
+
+    /// [`Lane::list_all`], each item handed to `each` as its page arrives
+    /// ([`list_all_pages_into`]).
+    pub async fn list_all_into<T>(
+        &self,
+        resource: Resource,
+        stop: &CancellationToken,
+        each: impl FnMut(Item) -> T,
+    ) -> Result<(Vec<T>, Vec<crate::vapi::Unreadable>), CallError> {
         self.state().last_probe = Some(self.config.clock.now());
-        let listed = list_all_pages(|boundary| async move {
-            self.call(Kind::Read, true, None, stop, || {
-                self.vapi
-                    .list_page(resource, &self.key, boundary.as_deref())
-            })
-            .await
-            .map(|v| match v {
-                Listed::Page(page) => page,
-                Listed::Value(_) => Listing::default(),
-            })
-        })
+        let listed = list_all_pages_into(
+            |boundary| async move {
+                self.call(Kind::Read, true, None, stop, || {
+                    self.vapi
+                        .list_page(resource, &self.key, boundary.as_deref())
+                })
+                .await
+                .map(|v| match v {
+                    Listed::Page(page) => page,
+                    Listed::Value(_) => Listing::default(),
+                })
+            },
+            each,
+        )
         .await?;
         let mut st = self.state();
         if let Some(r) = st.rejected.take() {

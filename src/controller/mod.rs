@@ -368,6 +368,9 @@ impl Controller {
                 blocked = r.blocked.is_some(),
                 status_writes = r.status_writes,
                 memos_written = r.memos_written,
+                texts_read_again = r.texts_read_again,
+                assistants_remembered = r.assistants_remembered,
+                assistants_read_again = r.assistants_read_again,
                 duration_ms = r.duration.as_millis() as u64,
                 "pass complete"
             ),

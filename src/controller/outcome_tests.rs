@@ -6,7 +6,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::apply::{Applied, Duplicates, Effect, Fallback, Unresolved, Verified};
+use super::apply::{Applied, Effect, Fallback, Unresolved, Verified};
 use super::lane::CallError;
 use super::outcome::settle;
 use crate::reconcile::{Action, Decision, Drift, DriftKind, Mode, Normalization};
@@ -34,12 +34,7 @@ fn decision(action: Action) -> Decision {
 fn applied(effect: Effect) -> Applied {
     Applied {
         effect,
-        duplicates: Duplicates::default(),
-        fallback: None,
-        journal: Vec::new(),
-        discarded: Vec::new(),
-        settle_intent: false,
-        create_settled: None,
+        ..Applied::nothing()
     }
 }
 

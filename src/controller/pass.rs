@@ -85,6 +85,15 @@ pub struct PassReport {
     pub diverged: usize,
     /// Agents a focused pass was asked for but left to a full pass.
     pub left_to_full_pass: usize,
+    /// Agents whose texts a full pass left out (their memo could stand for the decision) and
+    /// then read after all, because the memo did not match the listing.
+    pub texts_read_again: usize,
+    /// Listed assistants whose text a full pass dropped as it arrived, its agent's memo digest
+    /// standing for it.
+    pub assistants_remembered: usize,
+    /// Listed assistants whose text a full pass dropped for its memo digest and then read again
+    /// with a GET, because the memo did not stand for the decision after all.
+    pub assistants_read_again: usize,
     /// Writes whose answer still differed from the spec: a full pass must follow.
     #[serde(skip)]
     pub unverified: usize,
@@ -236,7 +245,7 @@ pub async fn run_pass(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<PassRep
         orphans_known,
         names: _,
         keys_in_use,
-    } = survey(ctx, scope).await?;
+    } = survey(ctx, scope, false).await?;
     // Forgetting lanes of keys gone out of use is the pass's business, not the survey's: a
     // preview surveys too, and must leave the registry as it found it.
     if let Some(in_use) = &keys_in_use {
@@ -429,32 +438,38 @@ async fn execute_plan(
     mut report: PassReport,
     started: Instant,
 ) -> Result<PassReport, PassError> {
-    let mut work = Vec::with_capacity(plan.decisions.len() + plan.strays.len());
-    for (d, lane) in plan.decisions.into_iter().zip(lanes.decisions) {
-        let writes = d.action.writes() || !d.duplicates.is_empty();
-        if writes && d.mode == reconcile::Mode::Enforce && !ctx.settings.dry_run {
-            if let Some(wait) = ctx.requeue.waiting(d.agent_id, d.generation) {
-                tracing::debug!(agent_id = %d.agent_id, ?wait, "agent in back-off");
-                report.deferred += 1;
-                if let Some(m) = ctx.metrics {
-                    m.reconcile_total
-                        .with_label_values(&["requeue_after"])
-                        .inc();
+    // The work is taken from the plan as the executor asks for it, never gathered into a list
+    // of its own: at 100,000 agents a second list of decisions would be tens of megabytes.
+    let deferred = std::sync::atomic::AtomicUsize::new(0);
+    let dry_run = ctx.settings.dry_run;
+    let agents = plan
+        .decisions
+        .into_iter()
+        .zip(lanes.decisions)
+        .filter(|(d, _)| {
+            let writes = d.action.writes() || !d.duplicates.is_empty();
+            if writes && d.mode == reconcile::Mode::Enforce && !dry_run {
+                if let Some(wait) = ctx.requeue.waiting(d.agent_id, d.generation) {
+                    tracing::debug!(agent_id = %d.agent_id, ?wait, "agent in back-off");
+                    deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(m) = ctx.metrics {
+                        m.reconcile_total
+                            .with_label_values(&["requeue_after"])
+                            .inc();
+                    }
+                    return false;
                 }
-                continue;
             }
-        }
-        work.push(Work::Agent(d, lane));
-    }
-    if !ctx.settings.dry_run {
-        work.extend(
-            plan.strays
-                .into_iter()
-                .zip(lanes.strays)
-                .filter(|(s, _)| s.action == StrayAction::Delete)
-                .map(|(s, lane)| Work::Stray(s, lane)),
-        );
-    }
+            true
+        })
+        .map(|(d, lane)| Work::Agent(d, lane));
+    let strays = plan
+        .strays
+        .into_iter()
+        .zip(lanes.strays)
+        .filter(|(s, _)| !dry_run && s.action == StrayAction::Delete)
+        .map(|(s, lane)| Work::Stray(s, lane));
+    let work = agents.chain(strays);
 
     // Unbounded on purpose: an executor blocked on a full channel stops polling its in-flight
     // writes, which may hold pool connections mid-transaction, while the writer needs one to
@@ -464,46 +479,96 @@ async fn execute_plan(
     let fences = ctx.owner.fences();
     let executor = async move {
         let intents = &intents;
-        let mut results = futures::stream::iter(work)
-            .map(|w| async move {
-                let started = Instant::now();
-                if let Some(m) = ctx.metrics {
-                    m.active_workers.inc();
+        let run = |w: Work| async move {
+            let started = Instant::now();
+            if let Some(m) = ctx.metrics {
+                m.active_workers.inc();
+            }
+            let done = match w {
+                Work::Agent(d, lane) => {
+                    let applied = apply::decision(ctx, intents, &d, &lane).await;
+                    outcome::settle(&d, applied, dry_run, lane.fingerprint())
                 }
-                let done = match w {
-                    Work::Agent(d, lane) => {
-                        let applied = apply::decision(ctx, intents, &d, &lane).await;
-                        outcome::settle(&d, applied, ctx.settings.dry_run, lane.fingerprint())
+                Work::Stray(s, lane) => {
+                    let applied = apply::stray(ctx, &s, &lane).await;
+                    Done {
+                        journal: applied.journal,
+                        discarded: applied.discarded,
+                        orphans_deleted: usize::from(applied.deleted),
+                        skipped: applied.skipped,
+                        ..Done::default()
                     }
-                    Work::Stray(s, lane) => {
-                        let applied = apply::stray(ctx, &s, &lane).await;
-                        Done {
-                            journal: applied.journal,
-                            discarded: applied.discarded,
-                            orphans_deleted: usize::from(applied.deleted),
-                            skipped: applied.skipped,
-                            ..Done::default()
+                }
+            };
+            if let Some(m) = ctx.metrics {
+                m.active_workers.dec();
+                m.reconcile_time_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            done
+        };
+        let mut work = work;
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut exhausted = false;
+        let mut sent = 0usize;
+        loop {
+            // At most `workers` decisions in flight. One that needs nothing of Vapi or the
+            // journal (all of a steady pass) is settled here, in order, without a future.
+            let mut ready = Vec::with_capacity(2);
+            while !exhausted && inflight.len() < ctx.workers() {
+                match work.next() {
+                    None => exhausted = true,
+                    Some(Work::Agent(d, lane)) => match apply::needs_nothing(&d) {
+                        Some(applied) => {
+                            let started = Instant::now();
+                            ready.push(outcome::settle(&d, applied, dry_run, lane.fingerprint()));
+                            // Still one agent reconciled, in the histogram as in the counts.
+                            if let Some(m) = ctx.metrics {
+                                m.reconcile_time_seconds
+                                    .observe(started.elapsed().as_secs_f64());
+                            }
+                            break;
                         }
-                    }
-                };
-                if let Some(m) = ctx.metrics {
-                    m.active_workers.dec();
-                    m.reconcile_time_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                done
-            })
-            .buffer_unordered(ctx.workers());
-        while let Some(done) = results.next().await {
-            if let Some(o) = &done.status {
-                if ctx.requeue.observe(o) {
-                    if let Some(m) = ctx.metrics {
-                        m.workqueue_retries_total.inc();
-                    }
+                        None => inflight.push(run(Work::Agent(d, lane))),
+                    },
+                    Some(stray) => inflight.push(run(stray)),
                 }
             }
-            if tx.send(done).is_err() {
-                break;
+            if ready.is_empty() {
+                match inflight.next().await {
+                    Some(done) => ready.push(done),
+                    None if exhausted => break,
+                    None => continue,
+                }
+            } else if !inflight.is_empty() {
+                // The writes in flight are polled between settled ones, not only once the
+                // quiet decisions run out.
+                let polled =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(inflight.poll_next_unpin(cx)))
+                        .await;
+                if let std::task::Poll::Ready(Some(done)) = polled {
+                    ready.push(done);
+                }
+            }
+            for done in ready {
+                // A decision that writes nothing is ready at once, so without this the executor
+                // would settle the whole fleet before the writer (polled by the same task)
+                // drained one batch: 100,000 outcomes queued at once, tens of megabytes.
+                // Yielding once a batch lets the writer keep the queue near one batch.
+                sent += 1;
+                if sent % STATUS_BATCH == 0 {
+                    tokio::task::yield_now().await;
+                }
+                if let Some(o) = &done.status {
+                    if ctx.requeue.observe(o) {
+                        if let Some(m) = ctx.metrics {
+                            m.workqueue_retries_total.inc();
+                        }
+                    }
+                }
+                if tx.send(done).is_err() {
+                    return;
+                }
             }
         }
     };
@@ -516,6 +581,7 @@ async fn execute_plan(
     };
     let ((), written, ()) = tokio::join!(executor, writer, committer.run(ctx.store, &fences));
     written?;
+    report.deferred += deferred.into_inner();
     report.duration = started.elapsed();
     Ok(report)
 }

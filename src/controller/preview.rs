@@ -133,7 +133,7 @@ pub(super) async fn preview(
     filter: &PlanFilter,
 ) -> Result<PlanView, PassError> {
     let tools = super::tools::survey_tools(ctx).await?;
-    let survey = survey(ctx, Scope::All).await?;
+    let survey = survey(ctx, Scope::All, true).await?;
     let enforcing = |mode: Mode| mode == Mode::Enforce && !ctx.settings.dry_run;
     let mut view = PlanView {
         waiting_agents: Vec::new(),

@@ -103,8 +103,8 @@ pub(super) async fn record(
 /// An in-sync outcome whose row stays, with a memo digest the row does not hold yet.
 fn new_memo<'o>(o: &'o Outcome, recorded: Option<&RecordedStatus>) -> Option<&'o [u8; 32]> {
     let digest = o.in_sync_digest.as_ref()?;
-    let held = recorded.and_then(|r| r.in_sync_digest.as_deref());
-    (o.reason == Reason::InSync && held != Some(&digest[..])).then_some(digest)
+    let held = recorded.and_then(|r| r.in_sync_digest.as_ref());
+    (o.reason == Reason::InSync && held != Some(digest)).then_some(digest)
 }
 
 fn count(o: &Outcome, changed: bool, report: &mut PassReport) {

@@ -39,6 +39,7 @@ pub(crate) struct Survey {
     pub(super) stray_lanes: Vec<Arc<Lane>>,
     pub(super) early: Vec<Done>,
     pub(super) orphans_known: bool,
+    /// Each agent's name, for a preview, which shows them (a pass has no use for a copy).
     pub(super) names: HashMap<Uuid, String>,
     /// Every key a full pass found in use (`None` for a focused pass, which sees only some).
     pub(super) keys_in_use: Option<HashSet<String>>,
@@ -46,7 +47,11 @@ pub(crate) struct Survey {
 
 /// Reads the desired state, lists every key's assistants (or, focused, stands in for the
 /// listing) and plans; writes nothing.
-pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Survey, PassError> {
+pub(crate) async fn survey(
+    ctx: &PassContext<'_>,
+    scope: Scope<'_>,
+    with_names: bool,
+) -> Result<Survey, PassError> {
     let started = Instant::now();
     let mut report = PassReport {
         dry_run: ctx.settings.dry_run,
@@ -67,7 +72,11 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     report.agents = rows.len() - report.deleted_agents;
     let mut recorded: HashMap<Uuid, RecordedStatus> = HashMap::with_capacity(rows.len());
     let known: HashSet<Uuid> = rows.iter().map(|(a, _)| a.id).collect();
-    let names: HashMap<Uuid, String> = rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect();
+    let names: HashMap<Uuid, String> = if with_names {
+        rows.iter().map(|(a, _)| (a.id, a.name.clone())).collect()
+    } else {
+        HashMap::new()
+    };
     report.states = rows
         .iter()
         .map(|(a, r)| {
@@ -150,9 +159,27 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     let mut decision_lanes = Vec::new();
     let mut stray_lanes = Vec::new();
     let mut list_errors = Vec::new();
+    let rules = reconcile::memo::rules_digest(&ctx.settings.plan.voices);
     for (lane, agents) in groups.into_values() {
         let listed = if full {
-            list(&lane, ctx.cancel).await
+            // An assistant whose text reproduces its agent's memo keeps only the digest, page by
+            // page: a steady pass never holds the fleet's texts at once.
+            let by_recorded: HashMap<&str, &DesiredAgent> = agents
+                .iter()
+                .filter(|a| a.in_sync_digest.is_some())
+                .filter_map(|a| Some((a.recorded_assistant_id.as_deref()?, a)))
+                .collect();
+            let mut dropped = 0;
+            let listed = list(&lane, ctx.cancel, |mut a| {
+                if let Some(agent) = by_recorded.get(a.id.as_str()) {
+                    reconcile::remember(agent, &mut a, &rules);
+                    dropped += usize::from(a.is_forgotten());
+                }
+                a
+            })
+            .await;
+            report.assistants_remembered += dropped;
+            listed
         } else {
             Ok((
                 agents
@@ -162,7 +189,7 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
                 Vec::new(),
             ))
         };
-        let (assistants, agents) = match listed {
+        let (mut assistants, mut agents) = match listed {
             Ok((assistants, unreadable)) => {
                 (assistants, hold_unreadable(agents, &unreadable, &mut early))
             }
@@ -177,8 +204,10 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
                 list_errors.push(format!("key {}: {err}", lane.fingerprint()));
                 early.extend(agents.iter().map(|a| {
                     Done::status(
+                        // An agent whose texts were left out was sendable when last found in
+                        // sync: the listing's failure is what there is to say.
                         match reconcile::desired_body(a, &ctx.settings.plan.voices) {
-                            Err(problems) if !a.deleted => {
+                            Err(problems) if !a.deleted && a.texts_read() => {
                                 outcome::invalid(a.id, a.generation, &problems)
                             }
                             _ => Outcome::call_failed(
@@ -197,15 +226,58 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         if full {
             report.assistants_listed += assistants.len();
         }
-        let mut part = reconcile::plan(&PlanInput {
-            agents: &agents,
-            assistants: &assistants,
+        // What the plan reads besides this key's agents and listing (which change, below, when
+        // a miss is read again).
+        let base = PlanInput {
+            agents: &[],
+            assistants: &[],
             known_agents: &known,
             orphans_seen: &orphans_seen,
             shards: ctx.owner.shards(),
             now,
             settings: &ctx.settings.plan,
-        });
+        };
+        let planned = {
+            let index = reconcile::Index::new(&assistants, &ctx.settings.plan.voices);
+            let found = index.found(&agents);
+            let misses = reconcile::misses_found(&agents, &index, &found);
+            if misses.is_empty() {
+                let input = PlanInput {
+                    agents: &agents,
+                    assistants: &assistants,
+                    ..base
+                };
+                Ok(reconcile::plan_found(&input, &index, &found))
+            } else {
+                Err(misses)
+            }
+        };
+        let mut part = match planned {
+            Ok(part) => part,
+            Err(misses) => {
+                report.texts_read_again += misses.texts.len();
+                report.assistants_read_again += misses.assistants.len();
+                if !misses.texts.is_empty() {
+                    read_texts(ctx, &mut agents, &misses.texts).await?;
+                }
+                for id in &misses.assistants {
+                    read_assistant(
+                        &lane,
+                        id,
+                        &mut assistants,
+                        &mut agents,
+                        &mut early,
+                        ctx.cancel,
+                    )
+                    .await;
+                }
+                reconcile::plan(&PlanInput {
+                    agents: &agents,
+                    assistants: &assistants,
+                    ..base
+                })
+            }
+        };
         if !full {
             // Planned against what was last applied, not against Vapi: "in sync" here is an
             // assumption, never a status. Such agents are looked at (one GET each, never a
@@ -259,7 +331,13 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
         }
         decision_lanes.extend(std::iter::repeat_n(lane.clone(), part.decisions.len()));
         stray_lanes.extend(std::iter::repeat_n(lane.clone(), part.strays.len()));
-        plan.decisions.extend(part.decisions);
+        // Moved, not copied, when it is the first (most often the only) key's: a copy would
+        // hold the fleet's decisions twice for a moment, the pass's peak.
+        if plan.decisions.is_empty() {
+            plan.decisions = part.decisions;
+        } else {
+            plan.decisions.extend(part.decisions);
+        }
         plan.strays.extend(part.strays);
         plan.managed += part.managed;
         plan.unmanaged += part.unmanaged;
@@ -304,12 +382,54 @@ pub(crate) async fn survey(ctx: &PassContext<'_>, scope: Scope<'_>) -> Result<Su
     })
 }
 
+/// Reads the spec and applied texts of `ids` (agents whose memo missed against the listing) in
+/// one query, and puts them in place. A row that changed since the pass first read it (a save
+/// in between: another generation or spec, or another applied body) is not decided by this pass
+/// at all: its save wakes a pass of its own, and deciding it on a mix of two reads could claim
+/// what neither saw.
+async fn read_texts(
+    ctx: &PassContext<'_>,
+    agents: &mut Vec<DesiredAgent>,
+    ids: &[Uuid],
+) -> Result<(), PassError> {
+    let mut read: HashMap<Uuid, DesiredAgent> = ctx
+        .store
+        .load_agents_by_id(ctx.owner.shards(), ids)
+        .await?
+        .into_iter()
+        .map(|(a, _)| (a.id, a))
+        .collect();
+    let wanted: HashSet<&Uuid> = ids.iter().collect();
+    agents.retain_mut(|agent| {
+        if !wanted.contains(&agent.id) {
+            return true;
+        }
+        let Some(fresh) = read.remove(&agent.id) else {
+            return false;
+        };
+        let same = fresh.generation == agent.generation
+            && fresh.org_id == agent.org_id
+            && fresh.spec.sha() == agent.spec.sha()
+            && fresh.last_applied.as_ref().map(|l| l.sha())
+                == agent.last_applied.as_ref().map(|l| l.sha());
+        if same {
+            agent.spec = fresh.spec;
+            agent.last_applied = fresh.last_applied;
+        } else {
+            tracing::info!(agent = %agent.id, "saved during the pass: left to the pass its save wakes");
+        }
+        same
+    });
+    Ok(())
+}
+
 /// Lists with one lane; a quarantined key is probed at most once per probe interval. Items the
 /// controller cannot read come back apart, with their id and whatever top-level fields could be
 /// read, so one hostile assistant fails only its own agent.
 async fn list(
     lane: &Lane,
     stop: &CancellationToken,
+    each: impl FnMut(ActualAssistant) -> ActualAssistant,
 ) -> Result<(Vec<ActualAssistant>, Vec<Unreadable>), CallError> {
     if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
         return Err(CallError::Quarantined {
@@ -318,13 +438,55 @@ async fn list(
             message: r.message,
         });
     }
-    let listing = lane.list_all(ASSISTANT, stop).await?;
-    let assistants = listing
-        .items
-        .into_iter()
-        .map(ActualAssistant::from_item)
-        .collect();
-    Ok((assistants, listing.unreadable))
+    let mut each = each;
+    lane.list_all_into(ASSISTANT, stop, |item| {
+        each(ActualAssistant::from_item(item))
+    })
+    .await
+}
+
+/// Reads again, with one GET, a listed assistant whose text the pass dropped for its memo
+/// digest, now that the decision needs it (a duplicate came on a later page, or the agent's
+/// texts changed since). What the GET answers takes the listed one's place; an assistant it
+/// cannot read leaves its agent undecided this pass, saying why.
+async fn read_assistant(
+    lane: &Lane,
+    id: &str,
+    assistants: &mut Vec<ActualAssistant>,
+    agents: &mut Vec<DesiredAgent>,
+    early: &mut Vec<Done>,
+    stop: &CancellationToken,
+) {
+    let Some(at) = assistants.iter().position(|a| a.id == id) else {
+        return;
+    };
+    let owner = assistants[at].managed_agent();
+    let err = match lane.get(ASSISTANT, id, stop).await {
+        Ok(found) => match ActualAssistant::from_value(found) {
+            Some(a) if a.id == id => {
+                assistants[at] = a;
+                return;
+            }
+            _ => CallError::from(crate::vapi::VapiError::Decode(format!(
+                "GET /assistant/{id} did not answer with that assistant"
+            ))),
+        },
+        Err(e) => e,
+    };
+    assistants.remove(at);
+    agents.retain(|a| {
+        let holds = Some(a.id) == owner || a.recorded_assistant_id.as_deref() == Some(id);
+        if holds && !matches!(err, CallError::Stopped) {
+            early.push(Done::status(Outcome::call_failed(
+                a.id,
+                a.generation,
+                "read the listed assistant again",
+                &err,
+                lane.fingerprint(),
+            )));
+        }
+        !holds
+    });
 }
 
 /// An agent whose assistant is listed but cannot be read (its marker or its status names it) is

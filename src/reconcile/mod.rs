@@ -129,37 +129,79 @@ pub struct DesiredAgent {
     pub in_sync_digest: Option<memo::InSyncDigest>,
 }
 
+impl DesiredAgent {
+    /// Whether the pass read its spec and applied body, not only their digests.
+    pub(crate) fn texts_read(&self) -> bool {
+        self.spec.is_read() && self.last_applied.as_ref().is_none_or(LastApplied::is_read)
+    }
+}
+
 /// `agents.spec` as stored: its text, parsed only where the body is built ([`desired_body`]).
 /// A pass holds every agent at once, and a tree costs several times its text.
+///
+/// A full pass does not read the text of an agent whose in-sync memo may stand for its decision
+/// (only the SHA-256 Postgres takes of it, [`memo`]); the survey reads the text of every such
+/// agent whose memo misses before anything is decided ([`misses`]).
 #[derive(Debug, Clone)]
-pub struct Spec(String);
+pub struct Spec {
+    text: Option<String>,
+    sha: std::sync::OnceLock<memo::InSyncDigest>,
+}
+
+/// What a spec or an applied body that was not read says when asked for its text: only a
+/// defect of the survey can let that happen, and it must not pass for a bad spec of the user's.
+const UNREAD: &str = "was not read by this pass (the controller's own defect: the next pass \
+                      reads it again)";
 
 impl Spec {
     pub fn from_text(text: String) -> Self {
-        Self(text)
+        Self {
+            text: Some(text),
+            sha: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// As Postgres gave it: the text when the pass read it, and the SHA-256 of that text.
+    pub(crate) fn from_store(text: Option<String>, sha: memo::InSyncDigest) -> Self {
+        Self {
+            text,
+            sha: std::sync::OnceLock::from(sha),
+        }
     }
 
     /// The spec, or why it cannot be read (naming the field; see [`validate::parse_spec`]).
     pub fn parse(&self) -> Result<Value, String> {
-        validate::parse_spec(&self.0)
+        match &self.text {
+            Some(text) => validate::parse_spec(text),
+            None => Err(format!("the spec {UNREAD}")),
+        }
     }
 
-    pub(crate) fn text(&self) -> &str {
-        &self.0
+    /// Whether the pass holds the text (not only its digest).
+    pub(crate) fn is_read(&self) -> bool {
+        self.text.is_some()
+    }
+
+    /// The SHA-256 of the text, as Postgres took it or taken here on first use.
+    pub(crate) fn sha(&self) -> &memo::InSyncDigest {
+        self.sha
+            .get_or_init(|| memo::sha(self.text.as_deref().unwrap_or_default()))
     }
 }
 
 impl From<Value> for Spec {
     fn from(spec: Value) -> Self {
-        Self(spec.to_string())
+        Self::from_text(spec.to_string())
     }
 }
 
 /// The body the controller last applied, as stored: a JSON text, compared with the desired body
-/// without a tree and parsed only when a difference needs it (an agent in sync never does).
+/// without a tree and parsed only when a difference needs it (an agent in sync never does). Like
+/// [`Spec`], a full pass may hold only its digest.
 #[derive(Debug, Clone)]
 pub struct LastApplied {
-    text: String,
+    text: Option<String>,
+    sha: std::sync::OnceLock<memo::InSyncDigest>,
     /// Parsed on first use; `None` when the text is not an object (that only loses the third side).
     parsed: std::sync::OnceLock<Option<Map<String, Value>>>,
 }
@@ -167,19 +209,35 @@ pub struct LastApplied {
 impl LastApplied {
     pub fn from_text(text: String) -> Self {
         Self {
-            text,
+            text: Some(text),
+            sha: std::sync::OnceLock::new(),
             parsed: std::sync::OnceLock::new(),
         }
     }
 
-    pub(crate) fn text(&self) -> &str {
-        &self.text
+    /// As Postgres gave it: the text when the pass read it, and the SHA-256 of that text.
+    pub(crate) fn from_store(text: Option<String>, sha: memo::InSyncDigest) -> Self {
+        Self {
+            text,
+            sha: std::sync::OnceLock::from(sha),
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn is_read(&self) -> bool {
+        self.text.is_some()
+    }
+
+    pub(crate) fn sha(&self) -> &memo::InSyncDigest {
+        self.sha
+            .get_or_init(|| memo::sha(self.text.as_deref().unwrap_or_default()))
     }
 
     /// The body, parsed on first use; `None` when it cannot be read.
     pub fn body(&self) -> Option<&Map<String, Value>> {
+        debug_assert!(self.is_read(), "the applied body {UNREAD}");
         self.parsed
-            .get_or_init(|| serde_json::from_str(&self.text).ok())
+            .get_or_init(|| serde_json::from_str(self.text.as_deref()?).ok())
             .as_ref()
     }
 
@@ -195,7 +253,11 @@ impl LastApplied {
                 within: parsed.keys().all(|k| body.contains_key(k)),
             },
             Some(None) => unreadable,
-            None => json::text_matches(&self.text, body).unwrap_or(unreadable),
+            None => self
+                .text
+                .as_deref()
+                .and_then(|text| json::text_matches(text, body))
+                .unwrap_or(unreadable),
         }
     }
 }
@@ -203,7 +265,8 @@ impl LastApplied {
 impl From<Map<String, Value>> for LastApplied {
     fn from(body: Map<String, Value>) -> Self {
         Self {
-            text: Value::Object(body.clone()).to_string(),
+            text: Some(Value::Object(body.clone()).to_string()),
+            sha: std::sync::OnceLock::new(),
             parsed: std::sync::OnceLock::from(Some(body)),
         }
     }
@@ -231,6 +294,11 @@ pub struct ActualAssistant {
     /// The text Vapi sent, when the assistant came from a listing.
     text: Option<Box<str>>,
     body: std::sync::OnceLock<Map<String, Value>>,
+    /// Set when a full pass dropped the listed text as it arrived, because the text, hashed with
+    /// this agent's inputs, gave the agent's in-sync memo ([`remember`]): the digest stands for
+    /// the text. Should the decision need the text after all, the survey reads the assistant
+    /// again ([`misses`]).
+    remembered: Option<(Uuid, memo::InSyncDigest)>,
 }
 
 /// The ownership marker an assistant carries.
@@ -280,6 +348,7 @@ impl ActualAssistant {
             marker: Marker::read(body.get("metadata")),
             text: None,
             body: std::sync::OnceLock::from(body),
+            remembered: None,
         }
     }
 
@@ -292,7 +361,21 @@ impl ActualAssistant {
             marker,
             text: Some(item.text),
             body: std::sync::OnceLock::new(),
+            remembered: None,
         }
+    }
+
+    /// The digest that stands for this listed assistant's text when decided for `agent`.
+    pub(crate) fn remembered_for(&self, agent: Uuid) -> Option<&memo::InSyncDigest> {
+        self.remembered
+            .as_ref()
+            .filter(|(of, _)| *of == agent)
+            .map(|(_, d)| d)
+    }
+
+    /// Whether the listed text was dropped for a digest (see `remembered`).
+    pub(crate) fn is_forgotten(&self) -> bool {
+        self.text.is_none() && self.remembered.is_some()
     }
 
     /// The whole body, parsed on first use. A listed text parsed when it was listed, so it
@@ -563,11 +646,24 @@ pub struct PlanInput<'a> {
 /// Decides for every agent, and every orphan, against one listing of the assistants a
 /// credential can see.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
-    let index = Index::new(input.assistants, &input.settings.voices);
+    plan_with(input, &Index::new(input.assistants, &input.settings.voices))
+}
+
+/// [`plan`] with the index of `input.assistants` already built (the survey builds it to find
+/// the [`misses`] first).
+pub fn plan_with(input: &PlanInput<'_>, index: &Index<'_>) -> Plan {
+    plan_found(input, index, &index.found(input.agents))
+}
+
+/// [`plan_with`] with each agent's lookups in the index already made ([`Index::found`], in the
+/// order of `input.agents`): the survey makes them once for [`misses_found`] and the plan both.
+pub fn plan_found(input: &PlanInput<'_>, index: &Index<'_>, found: &[Found<'_, '_>]) -> Plan {
+    debug_assert_eq!(found.len(), input.agents.len());
     let decisions = input
         .agents
         .iter()
-        .map(|agent| decide(agent, &index, input.now, input.settings))
+        .zip(found)
+        .map(|(agent, found)| decide(agent, index, *found, input.now, input.settings))
         .collect();
     let known = input.known_agents;
     let mut other_shards = 0;
@@ -619,15 +715,45 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 pub struct Index<'a> {
     /// The voice rules' share of every in-sync digest.
     rules: memo::InSyncDigest,
-    by_id: HashMap<&'a str, &'a ActualAssistant>,
+    by_id: FastMap<&'a str, &'a ActualAssistant>,
     /// Marked assistants per agent, oldest first.
-    by_agent: HashMap<Uuid, Vec<&'a ActualAssistant>>,
+    by_agent: FastMap<Uuid, Vec<&'a ActualAssistant>>,
 }
 
+/// The index's tables: as many entries as assistants, probed once an agent. foldhash is seeded
+/// per process like the standard hasher (the ids are Vapi's, not chosen by a tenant) and several
+/// times faster on 16- and 36-byte keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One agent's lookups in an [`Index`]: its marked assistants, oldest first, and its recorded
+/// one (which counts unless its marker names another agent).
+pub type Found<'s, 'a> = (&'s [&'a ActualAssistant], Option<&'a ActualAssistant>);
+
 impl<'a> Index<'a> {
+    /// Every agent's lookups, in order. Made once a pass: at 100,000 agents a lookup is two
+    /// hash probes into tables far larger than the cache, and both the misses and the plan
+    /// need them.
+    pub fn found(&self, agents: &[DesiredAgent]) -> Vec<Found<'_, 'a>> {
+        agents.iter().map(|agent| self.of(agent)).collect()
+    }
+
+    fn of(&self, agent: &DesiredAgent) -> Found<'_, 'a> {
+        let marked = self
+            .by_agent
+            .get(&agent.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let recorded = agent
+            .recorded_assistant_id
+            .as_deref()
+            .and_then(|id| self.by_id.get(id).copied())
+            .filter(|a| a.managed_agent().is_none_or(|owner| owner == agent.id));
+        (marked, recorded)
+    }
+
     pub fn new(assistants: &'a [ActualAssistant], voices: &VoiceRules) -> Self {
-        let mut by_agent: HashMap<Uuid, Vec<&ActualAssistant>> = HashMap::new();
-        let mut by_id = HashMap::with_capacity(assistants.len());
+        let mut by_agent: FastMap<Uuid, Vec<&ActualAssistant>> = FastMap::default();
+        let mut by_id = FastMap::with_capacity_and_hasher(assistants.len(), Default::default());
         for a in assistants {
             // A listing that repeats an id (pages overlapping) must not count it twice.
             if by_id.insert(a.id.as_str(), a).is_some() {
@@ -648,23 +774,94 @@ impl<'a> Index<'a> {
     }
 }
 
-pub fn decide(
+/// The assistant an agent's memo would be taken against, and the digest of the inputs now:
+/// only the recorded assistant, listed with its text, alone among the agent's marked ones, and
+/// no create in flight.
+fn remembered<'i>(
+    agent: &DesiredAgent,
+    index: &Index<'i>,
+    marked: &[&'i ActualAssistant],
+    recorded: Option<&'i ActualAssistant>,
+) -> Option<(&'i ActualAssistant, memo::InSyncDigest)> {
+    recorded
+        .filter(|r| agent.intent.is_none() && marked.iter().all(|a| a.id == r.id))
+        .and_then(|r| memo::digest(agent, r, &index.rules).map(|d| (r, d)))
+}
+
+/// As a listed assistant arrives: when it is `agent`'s recorded one and its text, hashed with
+/// the agent's inputs, gives the agent's memo, the text is dropped and the digest kept in its
+/// place. Whether the memo then holds is still for [`decide`] to say (a duplicate may come on a
+/// later page); [`misses`] names what must be read again when it does not.
+pub fn remember(agent: &DesiredAgent, assistant: &mut ActualAssistant, rules: &memo::InSyncDigest) {
+    if agent.deleted
+        || agent.intent.is_some()
+        || agent.recorded_assistant_id.as_deref() != Some(assistant.id.as_str())
+        || assistant
+            .managed_agent()
+            .is_some_and(|owner| owner != agent.id)
+    {
+        return;
+    }
+    let Some(digest) = memo::digest(agent, assistant, rules) else {
+        return;
+    };
+    if agent.in_sync_digest == Some(digest) {
+        assistant.text = None;
+        assistant.remembered = Some((agent.id, digest));
+    }
+}
+
+/// What the survey must read before [`plan_with`] decides, because a memo it counted on does
+/// not stand for the decision after all.
+#[derive(Debug, Default, PartialEq)]
+pub struct Misses {
+    /// Agents whose spec or applied text the pass left out (it read only their digests).
+    pub texts: Vec<Uuid>,
+    /// Listed assistants whose text was dropped for a digest ([`remember`]).
+    pub assistants: Vec<String>,
+}
+
+impl Misses {
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty() && self.assistants.is_empty()
+    }
+}
+
+/// The agents whose memo does not stand for their decision against this listing, and what of
+/// theirs the pass holds only as digests.
+pub fn misses(agents: &[DesiredAgent], index: &Index<'_>) -> Misses {
+    misses_found(agents, index, &index.found(agents))
+}
+
+/// [`misses`] with each agent's lookups already made ([`Index::found`]).
+pub fn misses_found(agents: &[DesiredAgent], index: &Index<'_>, found: &[Found<'_, '_>]) -> Misses {
+    debug_assert_eq!(found.len(), agents.len());
+    let mut out = Misses::default();
+    for (agent, &(marked, recorded)) in agents.iter().zip(found).filter(|(a, _)| !a.deleted) {
+        let holds = remembered(agent, index, marked, recorded)
+            .is_some_and(|(_, digest)| agent.in_sync_digest == Some(digest));
+        if holds {
+            continue;
+        }
+        if !agent.texts_read() {
+            out.texts.push(agent.id);
+        }
+        for a in recorded.into_iter().chain(marked.iter().copied()) {
+            if a.is_forgotten() && !out.assistants.contains(&a.id) {
+                out.assistants.push(a.id.clone());
+            }
+        }
+    }
+    out
+}
+
+fn decide(
     agent: &DesiredAgent,
     index: &Index<'_>,
+    (marked, recorded): Found<'_, '_>,
     now: DateTime<Utc>,
     settings: &PlanSettings,
 ) -> Decision {
-    let marked: &[&ActualAssistant] = index
-        .by_agent
-        .get(&agent.id)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    // The recorded assistant counts unless its marker names another agent.
-    let recorded = agent
-        .recorded_assistant_id
-        .as_deref()
-        .and_then(|id| index.by_id.get(id).copied())
-        .filter(|a| a.managed_agent().is_none_or(|owner| owner == agent.id));
     let pending = agent
         .intent
         .as_ref()
@@ -703,9 +900,7 @@ pub fn decide(
     }
 
     // The same inputs as when it was last found in sync with nothing to record: the same answer.
-    let memo = recorded
-        .filter(|r| agent.intent.is_none() && marked.iter().all(|a| a.id == r.id))
-        .and_then(|r| memo::digest(agent, r, &index.rules).map(|d| (r, d)));
+    let memo = remembered(agent, index, marked, recorded);
     if let Some((assistant, digest)) = memo {
         if agent.in_sync_digest == Some(digest) {
             decision.action = Action::InSync {

@@ -736,6 +736,164 @@ fn an_in_sync_decision_is_remembered_by_its_inputs_and_any_change_decides_again(
 }
 
 #[test]
+fn an_agent_whose_texts_were_left_out_is_read_again_exactly_when_its_memo_misses() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let synced = DesiredAgent {
+        last_applied: Some(expected_body().into()),
+        ..agent(spec(), Some("a1"))
+    };
+    let a1 = || listed("a1", t0, in_sync_body());
+    let digest = plan_one(&synced, &[a1()])
+        .in_sync_digest
+        .expect("an agent found in sync keeps a memo");
+    // As a full pass reads it: the digests Postgres took, neither text.
+    let unread = DesiredAgent {
+        spec: Spec::from_store(None, *synced.spec.sha()),
+        last_applied: synced
+            .last_applied
+            .as_ref()
+            .map(|l| LastApplied::from_store(None, *l.sha())),
+        in_sync_digest: Some(digest),
+        ..synced.clone()
+    };
+    assert!(!unread.texts_read());
+    // A tree (a focused pass's GET) has no text to remember by: planned only as listed.
+    let decide_listed = |agent: &DesiredAgent, listing: &[ActualAssistant]| {
+        plan_with(
+            std::slice::from_ref(agent),
+            listing,
+            &HashMap::new(),
+            &settings(),
+        )
+        .decisions
+        .remove(0)
+    };
+    let misses = |agent: &DesiredAgent, listing: &[ActualAssistant]| {
+        let index = Index::new(listing, &VoiceRules::default());
+        misses(std::slice::from_ref(agent), &index).texts
+    };
+    // The memo holds: nothing to read, and the decision is the full one's.
+    assert_eq!(misses(&unread, &[a1()]), Vec::<Uuid>::new());
+    assert_eq!(
+        decide_listed(&unread, &[a1()]),
+        plan_one(
+            &DesiredAgent {
+                in_sync_digest: Some(digest),
+                ..synced.clone()
+            },
+            &[a1()]
+        )
+    );
+    // Anything the memo does not cover: the texts must be read before deciding.
+    let drifted = listed(
+        "a1",
+        t0,
+        with(in_sync_body(), "firstMessage", json!("Bye.")),
+    );
+    assert_eq!(misses(&unread, &[drifted]), vec![unread.id]);
+    let dup = marked("a2", "2026-11-21T10:00:01.000Z", AGENT, None);
+    assert_eq!(misses(&unread, &[a1(), dup]), vec![unread.id]);
+    assert_eq!(
+        misses(&unread, &[]),
+        vec![unread.id],
+        "the assistant is gone"
+    );
+    let no_memo = DesiredAgent {
+        in_sync_digest: None,
+        ..unread.clone()
+    };
+    assert_eq!(misses(&no_memo, &[a1()]), vec![no_memo.id]);
+    // Read agents and deleted ones never need it.
+    let read = DesiredAgent {
+        in_sync_digest: None,
+        ..synced.clone()
+    };
+    assert_eq!(misses(&read, &[]), Vec::<Uuid>::new());
+    let deleted = DesiredAgent {
+        deleted: true,
+        ..unread.clone()
+    };
+    assert_eq!(misses(&deleted, &[]), Vec::<Uuid>::new());
+    // Decided without its text after all (a defect of the survey): refused loudly, never
+    // reported as the user's bad spec in disguise, never sent.
+    let d = decide_listed(&no_memo, &[a1()]);
+    let Action::Invalid { problems } = &d.action else {
+        panic!("{:?}", d.action)
+    };
+    assert!(
+        problems[0].contains("not read by this pass"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_listed_text_that_reproduces_the_memo_is_dropped_and_read_again_only_when_needed() {
+    let t0 = "2026-11-21T10:00:00.000Z";
+    let synced = DesiredAgent {
+        last_applied: Some(expected_body().into()),
+        ..agent(spec(), Some("a1"))
+    };
+    let digest = plan_one(&synced, &[listed("a1", t0, in_sync_body())])
+        .in_sync_digest
+        .expect("an agent found in sync keeps a memo");
+    let remembered = DesiredAgent {
+        in_sync_digest: Some(digest),
+        ..synced.clone()
+    };
+    let rules = memo::rules_digest(&VoiceRules::default());
+    let arrive = |agent: &DesiredAgent, body: Value| {
+        let mut a = listed("a1", t0, body);
+        remember(agent, &mut a, &rules);
+        a
+    };
+    let decide_listed = |agent: &DesiredAgent, listing: &[ActualAssistant]| {
+        let index = Index::new(listing, &VoiceRules::default());
+        let m = misses(std::slice::from_ref(agent), &index);
+        let d = plan_with(
+            std::slice::from_ref(agent),
+            listing,
+            &HashMap::new(),
+            &settings(),
+        )
+        .decisions
+        .remove(0);
+        (m, d)
+    };
+
+    // The text gives the memo: dropped, and the memo decides without it.
+    let a1 = arrive(&remembered, in_sync_body());
+    assert!(a1.is_forgotten() && a1.text().is_none());
+    let (m, d) = decide_listed(&remembered, std::slice::from_ref(&a1));
+    assert!(m.is_empty(), "{m:?}");
+    assert_eq!(
+        d,
+        plan_one(&remembered, &[listed("a1", t0, in_sync_body())])
+    );
+
+    // Another text, no memo, or another agent: kept.
+    let edited = arrive(
+        &remembered,
+        with(in_sync_body(), "firstMessage", json!("Bye.")),
+    );
+    assert!(!edited.is_forgotten() && edited.text().is_some());
+    assert!(!arrive(&synced, in_sync_body()).is_forgotten());
+    let other = DesiredAgent {
+        id: Uuid::new_v4(),
+        ..remembered.clone()
+    };
+    assert!(!arrive(&other, in_sync_body()).is_forgotten());
+    // The digest stands only for the agent it was taken for.
+    assert_eq!(a1.remembered_for(other.id), None);
+
+    // A duplicate on a later page: the memo no longer holds, and the dropped text is named to
+    // be read again before anything is decided.
+    let dup = marked("a2", "2026-11-21T10:00:01.000Z", AGENT, None);
+    let (m, _) = decide_listed(&remembered, &[a1.clone(), dup]);
+    assert_eq!(m.assistants, vec!["a1".to_owned()]);
+    assert!(m.texts.is_empty());
+}
+
+#[test]
 fn a_body_vapi_accepted_is_not_validated_again_but_any_other_is() {
     let t0 = "2026-11-21T10:00:00.000Z";
     // A field the validation refuses (not a Vapi assistant field), in a body Vapi holds and the

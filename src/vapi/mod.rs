@@ -243,45 +243,81 @@ impl VapiClient {
 /// which cannot be paged at all, and is reported rather than truncated. Unreadable items count
 /// toward a full page and move the boundary when their `createdAt` could be read. The fetcher
 /// is a parameter so a caller can pace or guard each page.
-pub async fn list_all_pages<F, Fut, E>(mut fetch: F) -> Result<Listing, E>
+pub async fn list_all_pages<F, Fut, E>(fetch: F) -> Result<Listing, E>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<Listing, E>>,
     E: From<VapiError>,
 {
-    let mut seen = HashSet::new();
-    let mut all = Listing::default();
+    let (items, unreadable) = list_all_pages_into(fetch, |item| item).await?;
+    Ok(Listing { items, unreadable })
+}
+
+/// [`list_all_pages`], handing each new readable item to `each` as its page arrives and keeping
+/// what it returns: a caller can shrink an item before the next page comes (a pass keeps only
+/// the digest of an assistant its memo already accounts for).
+pub async fn list_all_pages_into<F, Fut, E, T>(
+    mut fetch: F,
+    mut each: impl FnMut(Item) -> T,
+) -> Result<(Vec<T>, Vec<Unreadable>), E>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Listing, E>>,
+    E: From<VapiError>,
+{
+    let mut items = Vec::new();
+    let mut unreadable = Vec::new();
     let mut boundary: Option<String> = None;
+    // Only an item created at the boundary can come again: the next page asks for
+    // `createdAt <= boundary`. So `at_boundary` holds the ids created at the boundary alone
+    // (emptied when it moves), not the whole listing's; an unreadable item without a readable
+    // `createdAt` could be anywhere, so those are remembered for the whole listing (they are rare).
+    let mut at_boundary: HashSet<String> = HashSet::new();
+    let mut unplaced: HashSet<String> = HashSet::new();
     loop {
         let page = fetch(boundary.clone()).await?;
         let full = page.items.len() + page.unreadable.len() >= PAGE_LIMIT;
+        let asked = boundary.clone();
+        // The ids at the boundary this page was asked below; only those can come again on it.
+        let before = std::mem::take(&mut at_boundary);
         let mut fresh = 0;
-        let mut advance = |created: Option<&str>| {
-            if let Some(created) = created {
-                if boundary.as_deref().is_none_or(|b| created < b) {
-                    boundary = Some(created.to_owned());
-                }
+        let mut take = |created: Option<&str>, key: &dyn Fn() -> String| -> bool {
+            let Some(created) = created else {
+                return unplaced.insert(key());
+            };
+            if asked.as_deref().is_some_and(|b| created >= b) && before.contains(&key()) {
+                return false;
             }
+            if boundary.as_deref().is_none_or(|b| created < b) {
+                boundary = Some(created.to_owned());
+                at_boundary.clear();
+            }
+            if boundary.as_deref() == Some(created) {
+                at_boundary.insert(key());
+            }
+            true
         };
         for item in page.items {
-            advance(Some(&item.created_at));
-            if seen.insert(item.id.clone()) {
+            if take(Some(&item.created_at), &|| item.id.clone()) {
                 fresh += 1;
-                all.items.push(item);
+                items.push(each(item));
             }
         }
         for u in page.unreadable {
-            advance(u.created_at.as_deref());
             // Without an id an item cannot be told from its repeat on the next page: its error
             // stands in, so the same unreadable item is reported once.
-            let key = u.id.clone().unwrap_or_else(|| format!("\0{}", u.error));
-            if seen.insert(key) {
+            let key = || u.id.clone().unwrap_or_else(|| format!("\0{}", u.error));
+            if take(u.created_at.as_deref(), &key) {
                 fresh += 1;
-                all.unreadable.push(u);
+                unreadable.push(u);
             }
         }
+        if boundary == asked {
+            // The boundary did not move: its earlier ids can still come again.
+            at_boundary.extend(before);
+        }
         if !full {
-            return Ok(all);
+            return Ok((items, unreadable));
         }
         if fresh == 0 {
             return Err(E::from(VapiError::Decode(format!(
@@ -302,4 +338,70 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that pages as Vapi does: the newest `PAGE_LIMIT` items at or below the bound.
+    fn server(
+        all: &[(String, String)],
+        extra: &[&str],
+    ) -> impl FnMut(Option<String>) -> std::future::Ready<Result<Listing, VapiError>> {
+        let all = all.to_vec();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        move |bound: Option<String>| {
+            let texts: Vec<String> = extra
+                .iter()
+                .cloned()
+                .chain(
+                    all.iter()
+                        .filter(|(_, c)| bound.as_deref().is_none_or(|b| c.as_str() <= b))
+                        .map(|(id, c)| format!(r#"{{"id":"{id}","createdAt":"{c}"}}"#)),
+                )
+                .take(PAGE_LIMIT)
+                .collect();
+            std::future::ready(listing::parse_page(
+                format!("[{}]", texts.join(",")).as_bytes(),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn ties_across_pages_and_repeats_are_listed_once_each() {
+        // 2,500 assistants, newest first, in runs of 300 sharing one createdAt: every page ends
+        // inside a run, so the next page repeats that run's head.
+        let all: Vec<(String, String)> = (0..2500)
+            .map(|i| {
+                let run = 9 - i / 300;
+                (
+                    format!("a{i:04}"),
+                    format!("2026-01-01T00:00:{run:02}.000Z"),
+                )
+            })
+            .collect();
+        // One item with no createdAt, on every page: reported once, not once a page.
+        let (items, unreadable) = list_all_pages_into(server(&all, &[r#"{"id":"odd"}"#]), |i| i.id)
+            .await
+            .expect("the listing pages through its ties");
+        let mut want: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
+        let mut got = items.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "every assistant once");
+        assert_eq!(items.len(), 2500);
+        assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    }
+
+    #[tokio::test]
+    async fn more_ties_than_a_page_fail_the_listing_rather_than_loop() {
+        let all: Vec<(String, String)> = (0..1500)
+            .map(|i| (format!("a{i:04}"), "2026-01-01T00:00:00.000Z".to_owned()))
+            .collect();
+        let err = list_all_pages_into(server(&all, &[]), |i| i.id)
+            .await
+            .expect_err("a page of one createdAt cannot be paged past");
+        assert!(err.to_string().contains("share createdAt"), "{err}");
+    }
 }
