@@ -323,6 +323,72 @@ impl Marker {
             operation_id: text("operationId").and_then(|s| s.parse().ok()),
         })
     }
+
+    /// [`Marker::read`] of a listed item's `metadata` text, without building its tree: only the
+    /// four keys the marker has are kept (the last of a repeated key, as a parse keeps), each
+    /// taken as a string or not at all. A listing reads one per assistant; a parsed map of
+    /// its few keys and values was several allocations each.
+    fn read_text(metadata: Option<&str>) -> Option<Self> {
+        use serde_json::value::RawValue;
+        #[derive(Default)]
+        struct Fields<'a> {
+            managed_by: Option<&'a RawValue>,
+            agent_id: Option<&'a RawValue>,
+            org_id: Option<&'a RawValue>,
+            operation_id: Option<&'a RawValue>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut out = Fields::default();
+                while let Some(key) = map.next_key::<json::Key<'de>>()? {
+                    let slot = match key.0.as_ref() {
+                        "managedBy" => &mut out.managed_by,
+                        "agentId" => &mut out.agent_id,
+                        "orgId" => &mut out.org_id,
+                        "operationId" => &mut out.operation_id,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(out)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for Fields<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map(V)
+            }
+        }
+        let fields: Fields<'_> = serde_json::from_str(metadata?).ok()?;
+        // A string, unescaped (borrowed when it has no escape); anything else is no string.
+        fn text(raw: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
+            let raw = raw?.get();
+            match serde_json::from_str::<&str>(raw) {
+                Ok(s) => Some(std::borrow::Cow::Borrowed(s)),
+                Err(_) => serde_json::from_str::<String>(raw)
+                    .ok()
+                    .map(std::borrow::Cow::Owned),
+            }
+        }
+        if text(fields.managed_by)?.as_ref() != MANAGED_BY {
+            return None;
+        }
+        Some(Self {
+            agent_id: text(fields.agent_id)?.parse().ok()?,
+            org_id: text(fields.org_id).map(std::borrow::Cow::into_owned),
+            operation_id: text(fields.operation_id).and_then(|s| s.parse().ok()),
+        })
+    }
 }
 
 impl ActualAssistant {
@@ -354,7 +420,7 @@ impl ActualAssistant {
 
     /// A listed item, kept as its text.
     pub fn from_item(item: crate::vapi::Item) -> Self {
-        let marker = Marker::read(item.metadata().as_ref());
+        let marker = Marker::read_text(item.metadata_text());
         Self {
             id: item.id,
             created_at: item.created_at,

@@ -1083,3 +1083,40 @@ fn a_focused_plan_patches_what_the_spec_changed_since_the_last_apply() {
         assert!(assume_applied(&agent).is_none(), "{name}");
     }
 }
+
+#[test]
+fn a_marker_read_from_its_text_is_the_marker_read_from_its_tree() {
+    let agent = "6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41";
+    let op = "0b7e5c3a-1d2f-4e6a-8b9c-7a5d3e1f2c40";
+    let cases = [
+        format!(
+            r#"{{"managedBy":"vapi-reconciler","agentId":"{agent}","orgId":"o1","operationId":"{op}"}}"#
+        ),
+        format!(r#"{{"managedBy":"vapi-reconciler","agentId":"{agent}"}}"#),
+        // Escapes, a repeated key (the last counts), keys of no interest with nested values.
+        format!(
+            r#"{{"managedBy":"vapi\u002Dreconciler","agentId":"x","agentId":"{agent}","orgId":"o\"1","x":{{"y":[1,2,{{"z":null}}]}}}}"#
+        ),
+        format!(
+            r#"{{"managedBy":"vapi-reconciler","agentId":"{agent}","managedBy":"someone-else"}}"#
+        ),
+        format!(
+            r#"{{"managedBy":"vapi-reconciler","agentId":"{agent}","orgId":7,"operationId":"not-a-uuid"}}"#
+        ),
+        r#"{"managedBy":"vapi-reconciler","agentId":"not-a-uuid"}"#.to_owned(),
+        format!(r#"{{"managedBy":null,"agentId":"{agent}"}}"#),
+        format!(r#"{{"agentId":"{agent}"}}"#),
+        r#"{}"#.to_owned(),
+        r#"[1,2]"#.to_owned(),
+        r#""text""#.to_owned(),
+    ];
+    let mut found = 0;
+    for text in &cases {
+        let tree: Value = serde_json::from_str(text).expect("each case parses");
+        let from_tree = Marker::read(Some(&tree));
+        found += usize::from(from_tree.is_some());
+        assert_eq!(Marker::read_text(Some(text)), from_tree, "{text}");
+    }
+    assert_eq!(found, 4, "the cases hold four markers");
+    assert_eq!(Marker::read_text(None), None);
+}

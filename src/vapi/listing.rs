@@ -56,9 +56,13 @@ impl Item {
 
     /// Its `metadata`, parsed (`None` when absent or null).
     pub fn metadata(&self) -> Option<Value> {
+        serde_json::from_str(self.metadata_text()?).ok()
+    }
+
+    /// Its `metadata` as Vapi sent it (`None` when absent or null).
+    pub fn metadata_text(&self) -> Option<&str> {
         let r = self.metadata_at.as_ref()?;
-        let text = self.text.get(r.start as usize..r.end as usize)?;
-        serde_json::from_str(text).ok()
+        self.text.get(r.start as usize..r.end as usize)
     }
 
     /// The whole item, parsed. The text parsed when it was listed, so this cannot fail; `Null`
