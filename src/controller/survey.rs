@@ -240,7 +240,7 @@ pub(crate) async fn survey(
         let planned = {
             let index = reconcile::Index::new(&assistants, &ctx.settings.plan.voices);
             let found = index.found(&agents);
-            let misses = reconcile::misses_found(&agents, &index, &found);
+            let misses = reconcile::misses(&agents, &index, &found);
             if misses.is_empty() {
                 let input = PlanInput {
                     agents: &agents,
@@ -429,7 +429,7 @@ async fn read_texts(
 async fn list(
     lane: &Lane,
     stop: &CancellationToken,
-    each: impl FnMut(ActualAssistant) -> ActualAssistant,
+    mut each: impl FnMut(ActualAssistant) -> ActualAssistant,
 ) -> Result<(Vec<ActualAssistant>, Vec<Unreadable>), CallError> {
     if let Some(r) = lane.rejection().filter(|_| !lane.may_probe()) {
         return Err(CallError::Quarantined {
@@ -438,7 +438,6 @@ async fn list(
             message: r.message,
         });
     }
-    let mut each = each;
     lane.list_all_into(ASSISTANT, stop, |item| {
         each(ActualAssistant::from_item(item))
     })

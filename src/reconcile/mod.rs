@@ -712,17 +712,13 @@ pub struct PlanInput<'a> {
 /// Decides for every agent, and every orphan, against one listing of the assistants a
 /// credential can see.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
-    plan_with(input, &Index::new(input.assistants, &input.settings.voices))
+    let index = Index::new(input.assistants, &input.settings.voices);
+    plan_found(input, &index, &index.found(input.agents))
 }
 
-/// [`plan`] with the index of `input.assistants` already built (the survey builds it to find
-/// the [`misses`] first).
-pub fn plan_with(input: &PlanInput<'_>, index: &Index<'_>) -> Plan {
-    plan_found(input, index, &index.found(input.agents))
-}
-
-/// [`plan_with`] with each agent's lookups in the index already made ([`Index::found`], in the
-/// order of `input.agents`): the survey makes them once for [`misses_found`] and the plan both.
+/// [`plan`] with the index of `input.assistants` built and each agent's lookups in it made
+/// ([`Index::found`], in the order of `input.agents`): the survey makes them once for
+/// [`misses`] and the plan both.
 pub fn plan_found(input: &PlanInput<'_>, index: &Index<'_>, found: &[Found<'_, '_>]) -> Plan {
     debug_assert_eq!(found.len(), input.agents.len());
     let decisions = input
@@ -877,7 +873,7 @@ pub fn remember(agent: &DesiredAgent, assistant: &mut ActualAssistant, rules: &m
     }
 }
 
-/// What the survey must read before [`plan_with`] decides, because a memo it counted on does
+/// What the survey must read before [`plan_found`] decides, because a memo it counted on does
 /// not stand for the decision after all.
 #[derive(Debug, Default, PartialEq)]
 pub struct Misses {
@@ -894,13 +890,8 @@ impl Misses {
 }
 
 /// The agents whose memo does not stand for their decision against this listing, and what of
-/// theirs the pass holds only as digests.
-pub fn misses(agents: &[DesiredAgent], index: &Index<'_>) -> Misses {
-    misses_found(agents, index, &index.found(agents))
-}
-
-/// [`misses`] with each agent's lookups already made ([`Index::found`]).
-pub fn misses_found(agents: &[DesiredAgent], index: &Index<'_>, found: &[Found<'_, '_>]) -> Misses {
+/// theirs the pass holds only as digests (`found`: each agent's lookups, [`Index::found`]).
+pub fn misses(agents: &[DesiredAgent], index: &Index<'_>, found: &[Found<'_, '_>]) -> Misses {
     debug_assert_eq!(found.len(), agents.len());
     let mut out = Misses::default();
     for (agent, &(marked, recorded)) in agents.iter().zip(found).filter(|(a, _)| !a.deleted) {

@@ -770,7 +770,8 @@ fn an_agent_whose_texts_were_left_out_is_read_again_exactly_when_its_memo_misses
     };
     let misses = |agent: &DesiredAgent, listing: &[ActualAssistant]| {
         let index = Index::new(listing, &VoiceRules::default());
-        misses(std::slice::from_ref(agent), &index).texts
+        let agents = std::slice::from_ref(agent);
+        misses(agents, &index, &index.found(agents)).texts
     };
     // The memo holds: nothing to read, and the decision is the full one's.
     assert_eq!(misses(&unread, &[a1()]), Vec::<Uuid>::new());
@@ -848,7 +849,8 @@ fn a_listed_text_that_reproduces_the_memo_is_dropped_and_read_again_only_when_ne
     };
     let decide_listed = |agent: &DesiredAgent, listing: &[ActualAssistant]| {
         let index = Index::new(listing, &VoiceRules::default());
-        let m = misses(std::slice::from_ref(agent), &index);
+        let agents = std::slice::from_ref(agent);
+        let m = misses(agents, &index, &index.found(agents));
         let d = plan_with(
             std::slice::from_ref(agent),
             listing,
